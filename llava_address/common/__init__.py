@@ -1,0 +1,1 @@
+"""Helpers shared by every stage: config loading, atomic writes, logging."""
