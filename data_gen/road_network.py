@@ -87,6 +87,8 @@ class RoadNetwork:
     projection: LocalProjection
     ways: list[Way]
     districts: dict[str, Polygon] = field(default_factory=dict)
+    # Free-form provenance/statistics (e.g. osm_reader's trimmed/dropped way counts).
+    meta: dict = field(default_factory=dict)
 
     # ---- derived views -------------------------------------------------------------
     @cached_property
@@ -155,7 +157,8 @@ class RoadNetwork:
             feats.append({"type": "Feature", "geometry": mapping(_to_lonlat(self.projection, poly)),
                           "properties": {"kind": "district", "name": dname}})
         return {"type": "FeatureCollection", "features": feats,
-                "properties": {"name": self.name, "lat0": self.projection.lat0, "lon0": self.projection.lon0}}
+                "properties": {"name": self.name, "lat0": self.projection.lat0, "lon0": self.projection.lon0,
+                               "meta": self.meta}}
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_geojson()))
@@ -172,7 +175,7 @@ class RoadNetwork:
                 ways.append(Way(int(p["way_id"]), p.get("name", ""), p.get("highway", ""), geom))
             elif p.get("kind") == "district":
                 districts[p["name"]] = geom
-        return cls(props.get("name", "network"), proj, ways, districts)
+        return cls(props.get("name", "network"), proj, ways, districts, dict(props.get("meta", {})))
 
     @classmethod
     def load(cls, path: str | Path) -> "RoadNetwork":

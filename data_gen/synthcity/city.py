@@ -1,0 +1,98 @@
+"""SynthCity: the location -> appearance model laid over any RoadNetwork.
+
+`SynthCity` holds the seeded smooth fields and style zones; `SynthCity.view(...)` returns a
+`ViewContext` (pure data + a reference to the city) that `render_view` draws. Nothing here
+depends on the image size, so the same city renders at 64–336 px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_gen.synthcity.fields import STYLES, DistrictStyle, SmoothField, hash_unit, stable_hash
+
+__all__ = ["SynthCity", "ViewContext", "ROAD_WIDTH_M"]
+
+# Carriageway width (m) per highway class; unknown classes fall back to "residential".
+ROAD_WIDTH_M = {
+    "motorway": 22.0, "trunk": 18.0, "primary": 16.0, "secondary": 12.0, "tertiary": 10.0,
+    "unclassified": 7.5, "residential": 7.0, "living_street": 5.0, "pedestrian": 6.0, "road": 7.0,
+}
+TRAFFIC = {"trunk": 3.0, "primary": 2.5, "secondary": 2.0, "tertiary": 1.5, "residential": 0.8,
+           "living_street": 0.3, "pedestrian": 0.0}
+
+
+@dataclass
+class ViewContext:
+    """Everything location-dependent about one view; per-image nuisance comes from the rng."""
+
+    city: "SynthCity"
+    x: float
+    y: float
+    dx: float        # unit street tangent (metres frame)
+    dy: float
+    street: str
+    highway: str
+    district: str
+
+    @property
+    def road_width_m(self) -> float:
+        return ROAD_WIDTH_M.get(self.highway, 7.0)
+
+
+class SynthCity:
+    """Seeded appearance fields over a metric map extent.
+
+    ``bounds`` (minx, miny, maxx, maxy) places ``n_zones`` style-zone centres when the map
+    has no districts; named districts map to a style by a stable hash of their name.
+    """
+
+    def __init__(self, seed: int = 0, bounds: tuple[float, float, float, float] = (0, 0, 1500, 1500),
+                 n_zones: int = 6, field_wavelength_m: tuple[float, float] = (400.0, 1600.0)):
+        self.seed = int(seed)
+        lo, hi = field_wavelength_m
+        mk = lambda k: SmoothField(stable_hash(seed, k) % 2**32, 8, lo, hi)  # noqa: E731
+        self.f_hue, self.f_light, self.f_height = mk("hue"), mk("light"), mk("height")
+        self.f_tree, self.f_shop, self.f_width = mk("tree"), mk("shop"), mk("width")
+        self.f_sat = mk("sat")
+        rng = np.random.default_rng(stable_hash(seed, "zones") % 2**32)
+        minx, miny, maxx, maxy = bounds
+        self.zone_xy = np.c_[rng.uniform(minx, maxx, n_zones), rng.uniform(miny, maxy, n_zones)]
+        self.zone_style = rng.permutation(np.arange(n_zones) % len(STYLES))
+        self._district_style: dict[str, DistrictStyle] = {}
+
+    def view(self, x: float, y: float, dx: float, dy: float, street: str, highway: str,
+             district: str = "") -> ViewContext:
+        n = float(np.hypot(dx, dy)) or 1.0
+        return ViewContext(self, float(x), float(y), dx / n, dy / n, street, highway, district)
+
+    def style_at(self, x: float, y: float, district: str = "") -> DistrictStyle:
+        """Named district -> hashed style; otherwise nearest style-zone centre (Voronoi)."""
+        if district:
+            if district not in self._district_style:
+                self._district_style[district] = STYLES[stable_hash(self.seed, "district", district) % len(STYLES)]
+            return self._district_style[district]
+        d2 = (self.zone_xy[:, 0] - x) ** 2 + (self.zone_xy[:, 1] - y) ** 2
+        return STYLES[int(self.zone_style[int(np.argmin(d2))])]
+
+    def street_hue(self, street: str) -> float:
+        """The per-street signage cue (a hue), stable across processes."""
+        return hash_unit(self.seed, "sign", street)
+
+    def buildings(self, px: np.ndarray, py: np.ndarray, district: str) -> list[dict]:
+        """Appearance of the buildings at metric points: smooth fields + per-lot jitter (vectorised)."""
+        px, py = np.asarray(px, float), np.asarray(py, float)
+        j = np.array([hash_unit(self.seed, "lot", round(a / 12.0), round(b / 12.0)) for a, b in zip(px, py)])
+        fh, fl, fs, fz = (f(px, py) for f in (self.f_hue, self.f_light, self.f_sat, self.f_height))
+        out = []
+        for i in range(len(px)):
+            style = self.style_at(px[i], py[i], district)
+            hue = (style.hue + style.hue_spread * 2 * (fh[i] - 0.5) + 0.03 * (j[i] - 0.5)) % 1.0
+            light = float(np.clip(style.light + 0.3 * (fl[i] - 0.5) + 0.08 * (j[i] - 0.5), 0.15, 0.9))
+            sat = float(np.clip(style.sat * (0.6 + 0.8 * fs[i]), 0.0, 1.0))
+            lo, hi = style.storeys
+            storeys = int(round(lo + (hi - lo) * (0.7 * fz[i] + 0.3 * j[i])))
+            out.append({"style": style, "hue": float(hue), "light": light, "sat": sat, "storeys": max(1, storeys)})
+        return out

@@ -1,0 +1,238 @@
+"""The offline end-to-end demo as stages, each a thin call into the package that owns it.
+
+data (data_gen.builder) -> clip (llava_address.clip.train) -> clip_eval (clip.evaluate) ->
+qa (data_gen.qa) -> llava_stage1 / llava_stage2 + export (llava.train) -> llava_eval
+(llava.evaluate) -> chat (app.chat_session on a held-out test image).
+Stages are reused across runs via :mod:`llava_address.app.stages` markers; ``summary.json``
+collects every number and every artefact path.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from llava_address.app.demo_config import DemoConfig
+from llava_address.app.stages import Stage, StageOutput, StageRunner
+from llava_address.common.io import atomic_write_json
+
+__all__ = ["run_demo", "format_summary", "SUMMARY_FILE", "ARTIFACT_DEFAULTS", "demo_artifact"]
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "summary.json"
+# Where the demo puts the models (relative to its --out); chat.py / web.py default to these.
+ARTIFACT_DEFAULTS = {"dataset": "data", "clip_model": "clip/model", "llava_export": "llava/export"}
+
+
+def demo_artifact(name: str, out_dir: str | Path = "outputs/demo") -> Path:
+    """Path of a demo artefact: from the last summary if there is one, else the conventional place."""
+    out = Path(out_dir)
+    try:
+        from llava_address.common.io import read_json
+
+        return Path(read_json(out / SUMMARY_FILE)["artifacts"][name])
+    except (FileNotFoundError, ValueError, KeyError):
+        return out / ARTIFACT_DEFAULTS[name]
+
+
+def _files(ref) -> tuple[str, ...]:
+    return (ref.config,) if ref.config else ()
+
+
+class _Demo:
+    """Holds the config and paths; one method per stage (each returns a StageOutput)."""
+
+    def __init__(self, cfg: DemoConfig, out: Path):
+        self.cfg, self.out = cfg, out
+        self.data = out / "data"
+        self.clip_dir = out / "clip"
+        self.qa_dir = out / "qa"
+        self.llava_dir = out / "llava"
+        self.clip_model: Path = out / ARTIFACT_DEFAULTS["clip_model"]
+        self.export: Path = out / ARTIFACT_DEFAULTS["llava_export"]
+
+    # ---- data -------------------------------------------------------------------------------
+    def data_stage(self, resume: bool) -> StageOutput:
+        from data_gen.build_config import BuildConfig
+        from data_gen.builder import build_dataset
+        from llava_address.common.config import load_config
+        from llava_address.common.io import read_json
+
+        bc = load_config(self.cfg.data.config, BuildConfig, self.cfg.data.overrides)
+        build_dataset(bc, self.data, overwrite=True)
+        stats = read_json(self.data / "stats.json")
+        from data_gen.contract import read_addresses, read_manifest
+
+        df, vocab = read_manifest(self.data), read_addresses(self.data)
+        metrics = {"images": int(len(df)), **{f"images_{s}": int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+                   "sub_streets": len(vocab.sub_street), "streets": len(vocab.street), "districts": len(vocab.district)}
+        dropped = stats.get("dropped")
+        if isinstance(dropped, dict):
+            metrics["dropped"] = int(sum(v for v in dropped.values() if isinstance(v, (int, float))))
+        return StageOutput(metrics, {"dataset": str(self.data), "dataset_map": str(self.data / "map.png")}
+                           if (self.data / "map.png").is_file() else {"dataset": str(self.data)})
+
+    # ---- AddressCLIP ------------------------------------------------------------------------
+    def clip_stage(self, resume: bool) -> StageOutput:
+        from llava_address.clip.config import load_clip_config
+        from llava_address.clip.train import train
+
+        cc = load_clip_config(self.cfg.clip.config, self.cfg.clip.overrides)
+        if not resume:  # a changed config or upstream: never continue an older run
+            shutil.rmtree(self.clip_dir, ignore_errors=True)
+        info = train(cc, self.data, self.clip_dir, resume=resume)
+        self.clip_model = Path(info["model_dir"])
+        keep = ("step", "images_per_s_mean", "train_images")
+        metrics = {k: info[k] for k in keep if k in info}
+        metrics.update({f"val_{k}": v for k, v in (info.get("final_metrics") or {}).items() if k[:2] in ("SS", "SA")})
+        return StageOutput(metrics, {"clip_model": str(self.clip_model)})
+
+    def clip_eval_stage(self, resume: bool) -> StageOutput:
+        from llava_address.clip.evaluate import evaluate, metrics_markdown
+
+        split = self.cfg.clip_eval.split
+        out = self.out / "clip_eval"
+        metrics = evaluate(self.clip_model, self.data, split=split, out_dir=out, plots=self.cfg.clip_eval.plots)
+        print("\n" + metrics_markdown(metrics, f"AddressCLIP / {split}"), flush=True)
+        arts = {"clip_eval": str(out / f"eval_{split}.json")}
+        if (out / f"eval_{split}_map.png").is_file():
+            arts["clip_eval_map"] = str(out / f"eval_{split}_map.png")
+        return StageOutput({k: float(v) for k, v in metrics.items()}, arts)
+
+    # ---- QA ---------------------------------------------------------------------------------
+    def qa_stage(self, resume: bool) -> StageOutput:
+        from data_gen.qa import QAConfig, build_qa
+        from llava_address.common.config import load_config
+
+        qc = load_config(self.cfg.qa.config, QAConfig, self.cfg.qa.overrides)
+        self.qa_dir.mkdir(parents=True, exist_ok=True)
+        stats = build_qa(self.data, self.qa_dir / "qa.json", self.qa_dir / "align.json", qc)
+        qa_all = stats["qa"].get("all", {})
+        metrics = {"dialogues": qa_all.get("dialogues"), "turns": qa_all.get("turns_total"),
+                   "align_pairs": stats.get("stage1", {}).get("all", {}).get("dialogues")}
+        return StageOutput(metrics, {"qa_json": str(self.qa_dir / "qa.json"), "align_json": str(self.qa_dir / "align.json")})
+
+    # ---- LLaVA ------------------------------------------------------------------------------
+    def llava_config(self):
+        from llava_address.llava.config import load_llava_config
+
+        base = [f"output_dir={self.llava_dir}", f"model.clip_dir={self.clip_model}", f"data.dataset_dir={self.data}",
+                f"data.align_json={self.qa_dir / 'align.json'}", f"data.qa_json={self.qa_dir / 'qa.json'}"]
+        return load_llava_config(self.cfg.llava.config, base + list(self.cfg.llava.overrides))
+
+    def llava_stage(self, stage: int, resume: bool) -> StageOutput:
+        from llava_address.llava.train import train_stage
+
+        if not resume:  # stage 1 also rebuilds the base (it holds the AddressCLIP tower)
+            for p in ([self.llava_dir] if stage == 1 else [self.llava_dir / "stage2", self.llava_dir / "export"]):
+                shutil.rmtree(p, ignore_errors=True)
+        rec = train_stage(self.llava_config(), stage, resume=resume)
+        metrics = {k: rec.get(k) for k in ("global_step", "train_loss", "samples", "trainable_params")}
+        arts = {f"llava_stage{stage}": str(self.llava_dir / f"stage{stage}")}
+        if stage == 2:
+            self.export = Path(rec.get("export_dir") or self.export)
+            arts["llava_export"] = str(self.export)
+        return StageOutput(metrics, arts)
+
+    def llava_eval_stage(self, resume: bool) -> StageOutput:
+        from llava_address.llava.evaluate import evaluate_generative
+
+        ec = self.cfg.llava_eval
+        out = self.out / "llava_eval"
+        metrics = evaluate_generative(self.export, self.data, split=ec.split, max_images=ec.max_images,
+                                      max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size, out_dir=out)
+        return StageOutput({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                           {"llava_eval": str(out)})
+
+    # ---- chat -------------------------------------------------------------------------------
+    def chat_stage(self, resume: bool) -> StageOutput:
+        from data_gen.contract import read_manifest
+        from llava_address.app.chat_session import ChatSession, load_assistant, load_locator
+
+        cc = self.cfg.chat
+        test = read_manifest(self.data, "test")
+        if test.empty:
+            raise ValueError(f"{self.data}: no held-out test image to chat about")
+        row = test.iloc[min(cc.image_index, len(test) - 1)]
+        image = self.data / row["image"]
+        session = ChatSession(load_assistant(self.export), load_locator(self.clip_model), k=cc.candidates,
+                              max_new_tokens=cc.max_new_tokens)
+        session.set_image(image)
+        print(f"\nchat about held-out test image {image} (true address: {row['sub_street']})")
+        turns = []
+        for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
+            print(f"Q: {q}\nA: ", end="", flush=True)
+            a = session.ask(q, on_text=lambda t: print(t, end="", flush=True))
+            print()
+            turns.append({"question": q, "answer": a})
+        from llava_address.app.chat_session import format_candidates
+
+        print("AddressCLIP candidates:\n" + "\n".join(format_candidates(session.candidates)), flush=True)
+        metrics = {"image": str(image), "true_address": str(row["sub_street"]), "turns": turns,
+                   "candidates": [[a, round(s, 4)] for a, s in session.candidates],
+                   "answer_names_true_address": session.predicted_address() == row["sub_street"]}
+        return StageOutput(metrics, {"chat_image": str(image)})
+
+
+def run_demo(cfg: DemoConfig, out_dir: str | Path, fresh: bool = False, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run (or reuse) every stage; write and return the summary."""
+    out = Path(out_dir)
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    d, runner, t0 = _Demo(cfg, out), StageRunner(out, fresh=fresh), time.perf_counter()
+    stages = [
+        Stage("data", d.data_stage, cfg.data.model_dump(), _files(cfg.data)),
+        Stage("clip", d.clip_stage, cfg.clip.model_dump(), _files(cfg.clip), ("data",)),
+        Stage("clip_eval", d.clip_eval_stage, cfg.clip_eval.model_dump(), (), ("clip",)),
+        Stage("qa", d.qa_stage, cfg.qa.model_dump(), _files(cfg.qa), ("data",)),
+        Stage("llava_stage1", lambda r: d.llava_stage(1, r), cfg.llava.model_dump(), _files(cfg.llava), ("clip", "qa")),
+        Stage("llava_stage2", lambda r: d.llava_stage(2, r), cfg.llava.model_dump(), _files(cfg.llava),
+              ("llava_stage1",)),
+        Stage("llava_eval", d.llava_eval_stage, cfg.llava_eval.model_dump(), (), ("llava_stage2",)),
+        Stage("chat", d.chat_stage, cfg.chat.model_dump(), (), ("llava_stage2", "clip")),
+    ]
+    for i, st in enumerate(stages, 1):
+        if only and st.name not in only:
+            continue
+        print(f"\n=== [{i}/{len(stages)}] {st.name} ===", flush=True)
+        rec = runner.run(st)
+        arts = rec.get("artifacts", {})  # a reused stage tells later stages where its outputs are
+        d.clip_model = Path(arts.get("clip_model", d.clip_model))
+        d.export = Path(arts.get("llava_export", d.export))
+        print(f"=== {st.name}: {rec['status']} ({rec['seconds']:.1f}s) ===", flush=True)
+    summary = {"out_dir": str(out), "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
+               "stage_seconds_total": round(sum(r["seconds"] for r in runner.records.values()), 1),
+               "stages": {n: {k: r[k] for k in ("status", "seconds", "metrics", "artifacts", "finished_at")}
+                          for n, r in runner.records.items()},
+               "artifacts": runner.artifacts(), "config": cfg.model_dump()}
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable summary: per stage status, time and numbers; then artefact paths."""
+    lines = ["", "=" * 72, "llava-address demo summary", "=" * 72,
+             f"{'stage':<14}{'status':<8}{'seconds':>9}  numbers"]
+    for name, rec in summary["stages"].items():
+        nums = {k: v for k, v in rec["metrics"].items() if not isinstance(v, (list, dict))}
+        text = ", ".join(f"{k}={_fmt(v)}" for k, v in nums.items())
+        lines.append(f"{name:<14}{rec['status']:<8}{rec['seconds']:>9.1f}  {text}")
+    chat = summary["stages"].get("chat", {}).get("metrics", {})
+    for turn in chat.get("turns", []):
+        lines.append(f"  chat Q: {turn['question']}\n  chat A: {turn['answer']}")
+    lines += [f"stage time total: {summary['stage_seconds_total']:.1f}s; this run: {summary['wall_seconds_this_run']:.1f}s",
+              "", "artefacts:"]
+    lines += [f"  {k:<16}{v}" for k, v in summary["artifacts"].items()]
+    lines.append(f"  {'summary':<16}{Path(summary['out_dir']) / SUMMARY_FILE}")
+    return "\n".join(lines)

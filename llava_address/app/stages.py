@@ -1,0 +1,103 @@
+"""Run named stages once: a stage is skipped when its done-marker matches its config fingerprint.
+
+Why markers instead of "output exists": a dataset folder or checkpoint can exist from an older
+config, and a killed stage can leave partial output. Each stage writes
+``<out>/stages/<name>.started.json`` before running and ``<name>.json`` (fingerprint, seconds,
+metrics, artefact paths) atomically after it finishes. A stage reruns when its fingerprint (own
+config, the contents of config files it reads, upstream fingerprints) changed or an artefact is
+gone; ``resume`` tells it that a partial run with the same fingerprint may be continued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from llava_address.common.io import atomic_write_json, read_json
+
+__all__ = ["StageOutput", "Stage", "StageRunner", "fingerprint"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageOutput:
+    """What a finished stage reports: numbers for the summary and where its artefacts lie."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[bool], StageOutput]   # run(resume) -> output
+    config: Any                          # anything JSON-able that defines the stage
+    files: tuple[str, ...] = ()          # config files whose *contents* count
+    deps: tuple[str, ...] = ()           # upstream stage names
+
+
+def fingerprint(config: Any, files: tuple[str, ...] = (), upstream: tuple[str, ...] = ()) -> str:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for f in files:
+        p = Path(f)
+        h.update(f"\x00{f}\x00".encode())
+        h.update(p.read_bytes() if p.is_file() else b"<missing>")
+    for u in upstream:
+        h.update(u.encode())
+    return h.hexdigest()[:16]
+
+
+class StageRunner:
+    """Runs stages in order, reusing finished ones; keeps per-stage records for the summary."""
+
+    def __init__(self, out_dir: str | Path, fresh: bool = False):
+        self.out = Path(out_dir)
+        self.marker_dir = self.out / "stages"
+        self.marker_dir.mkdir(parents=True, exist_ok=True)
+        self.fresh = fresh
+        self.records: dict[str, dict[str, Any]] = {}
+        self.hashes: dict[str, str] = {}
+
+    def _marker(self, name: str, started: bool = False) -> Path:
+        return self.marker_dir / f"{name}{'.started' if started else ''}.json"
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return read_json(path)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def artifacts(self) -> dict[str, str]:
+        return {k: v for rec in self.records.values() for k, v in rec.get("artifacts", {}).items()}
+
+    def run(self, stage: Stage) -> dict[str, Any]:
+        digest = fingerprint(stage.config, stage.files, tuple(self.hashes[d] for d in stage.deps))
+        self.hashes[stage.name] = digest
+        done = None if self.fresh else self._load(self._marker(stage.name))
+        if done and done.get("hash") == digest and all(Path(p).exists() for p in done.get("artifacts", {}).values()):
+            log.info("[%s] reused (finished %s, took %.1fs)", stage.name, done.get("finished_at"), done["seconds"])
+            self.records[stage.name] = {**done, "status": "reused"}
+            return self.records[stage.name]
+        started = None if self.fresh else self._load(self._marker(stage.name, started=True))
+        resume = bool(started and started.get("hash") == digest)
+        self._marker(stage.name).unlink(missing_ok=True)
+        atomic_write_json(self._marker(stage.name, started=True), {"hash": digest, "started_at": _now()})
+        log.info("[%s] running%s", stage.name, " (resuming a partial run)" if resume else "")
+        t0 = time.perf_counter()
+        out = stage.run(resume)
+        rec = {"hash": digest, "seconds": round(time.perf_counter() - t0, 1), "finished_at": _now(),
+               "metrics": out.metrics, "artifacts": {k: str(v) for k, v in out.artifacts.items()}}
+        atomic_write_json(self._marker(stage.name), rec)
+        self.records[stage.name] = {**rec, "status": "ran"}
+        return self.records[stage.name]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,124 @@
+"""AddressCLIP run config: one pydantic model per section, loaded by the shared ``load_config``.
+
+Every field is documented here; unknown keys and wrong types are rejected with the field path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+from pydantic import Field, model_validator
+
+from llava_address.common.config import StrictModel, load_config
+
+__all__ = ["TinyArch", "ModelConfig", "LossConfig", "DataConfig", "TrainConfig", "EvalConfig",
+           "AddressCLIPConfig", "load_clip_config", "CONFIG_FILE"]
+
+CONFIG_FILE = "addressclip_config.yaml"  # saved inside every checkpoint
+
+
+class TinyArch(StrictModel):
+    """A small CLIP built from config and trained from scratch (tests, demo, CPU tables)."""
+
+    image_size: int = Field(96, ge=16, description="input resolution (px)")
+    patch_size: int = Field(16, ge=2)
+    vision_layers: int = Field(4, ge=1)
+    vision_width: int = Field(128, ge=8)
+    vision_heads: int = Field(4, ge=1)
+    text_layers: int = Field(4, ge=1)
+    text_width: int = Field(128, ge=8)
+    text_heads: int = Field(4, ge=1)
+    projection_dim: int = Field(128, ge=8)
+    max_text_len: int = Field(48, ge=8, description="text positions (address + caption must fit)")
+    vocab_size: int = Field(2000, ge=64, description="BPE vocab trained on the dataset texts")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TinyArch":
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        for w, h, what in ((self.vision_width, self.vision_heads, "vision"), (self.text_width, self.text_heads, "text")):
+            if w % h:
+                raise ValueError(f"{what}_width {w} is not divisible by {what}_heads {h}")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """Which backbone: transformers CLIP (pretrained dir or tiny from scratch) or open_clip."""
+
+    backbone: Literal["hf", "open_clip"] = "hf"
+    pretrained_dir: str | None = Field(None, description="local CLIPModel dir (hf backbone); None = tiny")
+    tiny: TinyArch = Field(default_factory=TinyArch, description="architecture when pretrained_dir is None")
+    open_clip_name: str | None = Field(None, description="open_clip model name, e.g. ViT-B-16")
+    open_clip_checkpoint: str | None = Field(None, description="local open_clip weights file")
+    freeze_text: bool = Field(False, description="paper fine-tunes both encoders: keep False")
+    prompt: str = Field("a street view photo at {address}", description="zero-shot / candidate prompt")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.backbone == "open_clip" and not (self.open_clip_name and self.open_clip_checkpoint):
+            raise ValueError("backbone open_clip needs open_clip_name and open_clip_checkpoint")
+        if "{address}" not in self.prompt:
+            raise ValueError(f"prompt must contain '{{address}}', got {self.prompt!r}")
+        return self
+
+
+class LossConfig(StrictModel):
+    """L = alpha·L_address + beta·L_semantic + gamma·L_geo (AddressCLIP: 1, 0.2, 0.8)."""
+
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(0.2, ge=0)
+    gamma: float = Field(0.8, ge=0)
+    use_address: bool = True
+    use_semantic: bool = True
+    use_geo: bool = True
+    prompt_address: bool = Field(False, description="wrap address texts in model.prompt while training")
+    geo_scale_m: float | None = Field(None, gt=0, description="None: per-batch min-max; else d/scale clipped to 1")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LossConfig":
+        if not (self.use_address or self.use_semantic or self.use_geo):
+            raise ValueError("all loss terms are switched off")
+        return self
+
+
+class DataConfig(StrictModel):
+    dataset_dir: str | None = Field(None, description="dataset folder (data_gen contract); --data overrides")
+    augment: bool = True
+    crop_scale_min: float = Field(0.8, gt=0, le=1, description="RandomResizedCrop lower scale")
+    color_jitter: float = Field(0.1, ge=0, le=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class TrainConfig(StrictModel):
+    seed: int = 0
+    batch_size: int = Field(64, ge=2, description="per process")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    max_steps: int = Field(300, ge=1, description="optimizer steps")
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = Field("auto", description="auto: bf16 on GPU, no on CPU")
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(100, ge=0, description="0: only at the end")
+    save_every: int = Field(100, ge=1, description="accelerate state for --resume")
+    torch_threads: int | None = Field(None, ge=1)
+    output_dir: str = "outputs/clip"
+
+
+class EvalConfig(StrictModel):
+    split: Literal["train", "val", "test"] = "val"
+    batch_size: int = Field(128, ge=1)
+    max_images: int | None = Field(None, ge=1, description="cap for periodic eval speed")
+
+
+class AddressCLIPConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def load_clip_config(path: str | Path | None, overrides: Sequence[str] = ()) -> AddressCLIPConfig:
+    return load_config(path, AddressCLIPConfig, overrides)

@@ -1,0 +1,139 @@
+"""Torch dataset over a data_gen manifest + collator that tokenizes address and semantic texts.
+
+Undecodable images are a counted skip with one warning each (never a crash mid-epoch).
+Augmentation is seeded per (seed, epoch, index), so a resumed run sees exactly the same pixels
+as an uninterrupted one; the sampler is a seeded per-epoch permutation for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+from torchvision import transforms as T
+
+from data_gen.contract import AddressVocabulary, join_caption_address, read_manifest
+from llava_address.clip.model import CLIP_MEAN, CLIP_STD
+
+__all__ = ["AddressImageDataset", "AddressCollator", "EpochPermutationSampler", "train_transform",
+           "open_image", "text_id"]
+
+log = logging.getLogger(__name__)
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open as RGB; raise ValueError naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}") from None
+
+
+def text_id(text: str) -> int:
+    """Stable id of a text string (same on every rank), used to find identical texts in a batch."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def train_transform(image_size: int, crop_scale_min: float, jitter: float) -> T.Compose:
+    """Light augmentation: small random-resized crop + small colour jitter, CLIP normalisation."""
+    ops = [T.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), ratio=(0.9, 1.1),
+                               interpolation=T.InterpolationMode.BICUBIC)]
+    if jitter > 0:
+        ops.append(T.ColorJitter(jitter, jitter, jitter))
+    return T.Compose(ops + [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+class AddressImageDataset(Dataset):
+    """One split of a dataset folder. Items: pixel_values, address, semantic text, address id, lat, lon."""
+
+    def __init__(self, dataset_dir: str | Path, split: str, vocab: AddressVocabulary, image_processor,
+                 transform: T.Compose | None = None, seed: int = 0, max_items: int | None = None):
+        self.root = Path(dataset_dir)
+        df = read_manifest(self.root, split)
+        if max_items is not None and len(df) > max_items:  # evenly spaced subset, deterministic
+            df = df.iloc[torch.linspace(0, len(df) - 1, max_items).long().tolist()].reset_index(drop=True)
+        unknown = sorted(set(df["sub_street"]) - set(vocab.sub_street))
+        if unknown:
+            raise ValueError(f"{self.root}: {len(unknown)} sub-streets in split {split!r} are not in "
+                             f"addresses.json, e.g. {unknown[:3]}")
+        self.df = df
+        self.index = {a: i for i, a in enumerate(vocab.sub_street)}
+        self.processor, self.transform, self.seed = image_processor, transform, seed
+        self.epoch, self.skipped = 0, 0
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        row = self.df.iloc[i]
+        try:
+            img = open_image(self.root / row["image"])
+        except ValueError as exc:
+            self.skipped += 1
+            log.warning("skipping image (%d skipped so far): %s", self.skipped, exc)
+            return None
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+                pixels = self.transform(img)
+        else:
+            pixels = self.processor(images=img, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixels, "address": row["sub_street"], "address_id": self.index[row["sub_street"]],
+                "semantic": join_caption_address(row["caption"], row["sub_street"]),
+                "lat": float(row["lat"]), "lon": float(row["lon"]), "index": i}
+
+
+class AddressCollator:
+    """Stacks pixels and tokenizes texts with the model's own tokenizer; drops skipped (None) items."""
+
+    def __init__(self, tokenize, prompt: str | None = None, with_semantic: bool = True):
+        self.tokenize, self.prompt, self.with_semantic = tokenize, prompt, with_semantic
+
+    def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
+        items = [x for x in items if x is not None]
+        if not items:
+            raise ValueError("every image in this batch failed to decode")
+        addresses = [x["address"] for x in items]
+        texts = [self.prompt.format(address=a) for a in addresses] if self.prompt else addresses
+        tok = self.tokenize(texts)
+        batch = {"pixel_values": torch.stack([x["pixel_values"] for x in items]),
+                 "address_input_ids": tok["input_ids"], "address_ids": torch.tensor([x["address_id"] for x in items]),
+                 "lat": torch.tensor([x["lat"] for x in items], dtype=torch.float64),
+                 "lon": torch.tensor([x["lon"] for x in items], dtype=torch.float64),
+                 "index": torch.tensor([x["index"] for x in items])}
+        if "attention_mask" in tok:
+            batch["address_attention_mask"] = tok["attention_mask"]
+        if self.with_semantic:
+            sem = [x["semantic"] for x in items]
+            stok = self.tokenize(sem)
+            batch["semantic_input_ids"] = stok["input_ids"]
+            if "attention_mask" in stok:
+                batch["semantic_attention_mask"] = stok["attention_mask"]
+            batch["semantic_ids"] = torch.tensor([text_id(s) for s in sem], dtype=torch.int64)
+        return batch
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """A seeded permutation per epoch: identical order after a resume."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())

@@ -1,0 +1,167 @@
+"""Inference: rank candidate addresses for images with a trained AddressCLIP.
+
+Scores are softmax probabilities over the candidate list of ``logit_scale · cos(image, text)``
+(the model's own learnt temperature), so they sum to 1 over the candidates given and compare
+across images. Candidate text embeddings are cached in memory keyed by a hash of the list (and
+on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too);
+top-k is ``torch.topk`` over one matmul, which stays cheap at 100k candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llava_address.clip.checkpoint import CANDIDATES_FILE
+from llava_address.clip.data import open_image
+from llava_address.clip.model import AddressCLIP
+from llava_address.common.io import read_json
+
+__all__ = ["AddressLocator", "ImageInput", "REQUIRED_FILES"]
+
+log = logging.getLogger(__name__)
+ImageInput = Image.Image | str | Path
+REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json",
+                  CANDIDATES_FILE)
+
+
+def _load_image(x: ImageInput) -> Image.Image:
+    if isinstance(x, Image.Image):
+        return x.convert("RGB")
+    p = Path(x)
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    return open_image(p)
+
+
+def check_candidates(candidates: Sequence[str]) -> list[str]:
+    """Validate a candidate list: non-empty strings; duplicates are removed (first kept) with a warning."""
+    if isinstance(candidates, str):
+        raise TypeError("candidates must be a list of address strings, not one string")
+    cands = list(candidates)
+    if not cands:
+        raise ValueError("candidate address list is empty")
+    bad = [c for c in cands if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ValueError(f"candidate addresses must be non-empty strings, got {bad[:3]!r}")
+    unique = list(dict.fromkeys(cands))
+    if len(unique) < len(cands):
+        log.warning("dropped %d duplicate candidate addresses (first occurrence kept)", len(cands) - len(unique))
+    return unique
+
+
+class AddressLocator:
+    """``locate(images, candidates=None, k=5)`` -> per image [(address, probability), ...] best first."""
+
+    def __init__(self, model: AddressCLIP, candidates: dict | None = None, model_dir: Path | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 64):
+        self.model = model.eval().to(device)
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.info = candidates or {}
+        self.prompt: str | None = self.info.get("prompt")
+        self.model_dir = model_dir
+        self._cache: dict[str, torch.Tensor] = {}
+
+    # ---- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", **kw) -> "AddressLocator":
+        d = Path(model_dir)
+        if not d.is_dir():
+            raise FileNotFoundError(f"AddressCLIP checkpoint folder not found: {d}")
+        if (d / "open_clip.json").is_file():
+            from llava_address.clip.open_clip_export import load_open_clip_checkpoint
+
+            model = load_open_clip_checkpoint(d)
+        else:
+            missing = [f for f in REQUIRED_FILES if not (d / f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{d} is not a complete AddressCLIP checkpoint: missing {missing}")
+            from llava_address.clip.model import load_pretrained_dir
+
+            model = load_pretrained_dir(str(d))
+        return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device, **kw)
+
+    @property
+    def default_candidates(self) -> list[str]:
+        if not self.info.get("sub_street"):
+            raise ValueError("this checkpoint has no candidate list: pass candidates=[...]")
+        return list(self.info["sub_street"])
+
+    # ---- encoders --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """(N, D) L2-normalised image features."""
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            pil = [_load_image(x) for x in images[i:i + self.batch_size]]
+            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"].to(self.device)
+            out.append(self.model.encode_image(px).float().cpu())
+        if not out:
+            raise ValueError("no images given")
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], use_prompt: bool = True) -> torch.Tensor:
+        """(N, D) L2-normalised text features; texts are wrapped in the checkpoint's prompt if it has one."""
+        texts = [self.prompt.format(address=t) for t in texts] if (use_prompt and self.prompt) else list(texts)
+        out = []
+        for i in range(0, len(texts), 256):
+            tok = {k: v.to(self.device) for k, v in self.model.tokenize(texts[i:i + 256]).items()}
+            out.append(self.model.encode_text(**tok).float().cpu())
+        return torch.cat(out)
+
+    def candidate_embeddings(self, candidates: Sequence[str]) -> torch.Tensor:
+        key = hashlib.sha1(("\x1f".join(candidates) + f"\x1e{self.prompt}").encode("utf-8")).hexdigest()
+        if key in self._cache:
+            return self._cache[key]
+        disk = self._disk_path(key)
+        if disk is not None and disk.is_file():
+            emb = torch.from_numpy(np.load(disk))
+        else:
+            emb = self.encode_texts(candidates)
+            if disk is not None:
+                try:
+                    disk.parent.mkdir(exist_ok=True)
+                    tmp = disk.with_suffix(".tmp.npy")
+                    np.save(tmp, emb.numpy())
+                    tmp.replace(disk)
+                except OSError as exc:  # read-only model dir: the memory cache still works
+                    log.debug("no on-disk candidate cache: %s", exc)
+        self._cache[key] = emb
+        return emb
+
+    def _disk_path(self, key: str) -> Path | None:
+        if self.model_dir is None:
+            return None
+        weights = next((self.model_dir / f for f in ("model.safetensors", "open_clip_model.safetensors")
+                        if (self.model_dir / f).is_file()), None)
+        if weights is None:
+            return None
+        st = weights.stat()
+        wkey = hashlib.sha1(f"{key}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:20]
+        return self.model_dir / "candidate_cache" / f"{wkey}.npy"
+
+    # ---- ranking ---------------------------------------------------------------------------
+    def scores(self, image_embeds: torch.Tensor, candidates: Sequence[str]) -> torch.Tensor:
+        """(N, C) softmax probabilities over ``candidates``."""
+        text = self.candidate_embeddings(candidates)
+        scale = float(self.model.logit_scale().detach())
+        return torch.softmax(scale * image_embeds @ text.t(), dim=-1)
+
+    def locate(self, images: Sequence[ImageInput], candidates: Sequence[str] | None = None,
+               k: int = 5) -> list[list[tuple[str, float]]]:
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        cands = check_candidates(self.default_candidates if candidates is None else candidates)
+        probs = self.scores(self.encode_images(list(images)), cands)
+        top = torch.topk(probs, min(k, len(cands)), dim=-1)
+        return [[(cands[j], float(p)) for p, j in zip(ps.tolist(), js.tolist())]
+                for ps, js in zip(top.values, top.indices)]

@@ -1,0 +1,146 @@
+"""The three AddressCLIP losses; each a small ``nn.Module`` returning a dict of named parts.
+
+L = alpha·L_address + beta·L_semantic + gamma·L_geo   (paper: alpha=1, beta=0.2, gamma=0.8)
+
+Distributed: features are all-gathered WITH gradients (``torch.distributed.nn.functional.all_gather``)
+and every rank computes the loss over the global batch. Each rank's local features then receive
+N × dL/df through the gather's backward, and DDP's gradient averaging divides by N, so parameter
+gradients equal the single-process gradient on the concatenated batch (as in open_clip's
+``gather_with_grad`` / ``local_loss=False``).
+
+Duplicate positives: several images in a batch share one address, so "image i matches text i only"
+would push an image away from identical copies of its own address. Targets are therefore soft:
+image i's target distribution is uniform over every text whose address id equals its own (and
+symmetrically for texts over images). The minimum of this cross-entropy is log(#duplicates), not 0;
+the gradient correctly stops distinguishing between identical positives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from llava_address.clip.config import LossConfig
+
+__all__ = ["gather_with_grad", "gather_no_grad", "multi_positive_infonce", "pairwise_haversine_m",
+           "AddressLoss", "SemanticLoss", "GeoLoss", "AddressCLIPLoss"]
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks (rank order), keeping the autograd graph."""
+    if _world() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate labels / coordinates from all ranks (no gradient needed)."""
+    if _world() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(_world())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def multi_positive_infonce(image: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
+                           logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where every pair with equal ``ids`` is a positive (soft uniform targets)."""
+    logits = logit_scale * image @ text.t()
+    same = (ids[:, None] == ids[None, :]).to(logits.dtype)
+    targets = same / same.sum(dim=1, keepdim=True)
+    # `same` is symmetric, so its row-normalisation serves both directions.
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
+def pairwise_haversine_m(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
+    """(B, B) great-circle distances in metres (float64 for sub-metre precision)."""
+    lat, lon = torch.deg2rad(lat.double()), torch.deg2rad(lon.double())
+    dlat = lat[:, None] - lat[None, :]
+    dlon = lon[:, None] - lon[None, :]
+    a = torch.sin(dlat / 2) ** 2 + torch.cos(lat[:, None]) * torch.cos(lat[None, :]) * torch.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_M * torch.asin(torch.sqrt(a.clamp(0, 1)))
+
+
+class AddressLoss(nn.Module):
+    """L_image-address: symmetric multi-positive InfoNCE, image vs its (sub-street) address text."""
+
+    def forward(self, image_embeds, address_embeds, address_ids, logit_scale) -> dict[str, torch.Tensor]:
+        img, txt = gather_with_grad(image_embeds), gather_with_grad(address_embeds)
+        ids = gather_no_grad(address_ids)
+        return {"loss_address": multi_positive_infonce(img, txt, ids, logit_scale)}
+
+
+class SemanticLoss(nn.Module):
+    """L_image-semantic: InfoNCE, image vs join_caption_address(caption, address); identical texts share."""
+
+    def forward(self, image_embeds, semantic_embeds, semantic_ids, logit_scale) -> dict[str, torch.Tensor]:
+        img, txt = gather_with_grad(image_embeds), gather_with_grad(semantic_embeds)
+        ids = gather_no_grad(semantic_ids)
+        return {"loss_semantic": multi_positive_infonce(img, txt, ids, logit_scale)}
+
+
+class GeoLoss(nn.Module):
+    """L_geo: MSE between pairwise image-feature DISTANCE and normalised geographic distance.
+
+    Sign choice: the paper writes the loss as fitting image-feature similarity to geographic
+    distance, which taken literally would make far-apart images look alike. The intent (nearby
+    places look alike) needs a distance on both sides, so we regress 1 − cos(img_i, img_j) ∈ [0, 2]
+    onto d_ij ∈ [0, 1]: d_ij is the haversine distance min-max normalised over the batch's
+    off-diagonal pairs, or d/scale clipped at 1 when ``scale_m`` is set. The diagonal is excluded.
+    """
+
+    def __init__(self, scale_m: float | None = None):
+        super().__init__()
+        self.scale_m = scale_m
+
+    def forward(self, image_embeds, lat, lon) -> dict[str, torch.Tensor]:
+        img = gather_with_grad(image_embeds)
+        lat, lon = gather_no_grad(lat), gather_no_grad(lon)
+        n = img.shape[0]
+        off = ~torch.eye(n, dtype=torch.bool, device=img.device)
+        if n < 2:
+            return {"loss_geo": img.sum() * 0.0}
+        d = pairwise_haversine_m(lat, lon)[off]
+        if self.scale_m is not None:
+            target = (d / self.scale_m).clamp(max=1.0)
+        else:
+            lo, hi = d.min(), d.max()
+            target = (d - lo) / (hi - lo) if hi > lo else torch.zeros_like(d)
+        feat_dist = 1.0 - (img @ img.t())[off]
+        return {"loss_geo": F.mse_loss(feat_dist, target.to(feat_dist.dtype))}
+
+
+class AddressCLIPLoss(nn.Module):
+    """Weights and switches in one place: returns every part plus ``loss`` = the weighted sum."""
+
+    def __init__(self, cfg: LossConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.address, self.semantic, self.geo = AddressLoss(), SemanticLoss(), GeoLoss(cfg.geo_scale_m)
+
+    def forward(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c, parts, total = self.cfg, {}, 0.0
+        if c.use_address:
+            p = self.address(out["image_embeds"], out["address_embeds"], batch["address_ids"], out["logit_scale"])
+            parts.update(p)
+            total = total + c.alpha * p["loss_address"]
+        if c.use_semantic:
+            p = self.semantic(out["image_embeds"], out["semantic_embeds"], batch["semantic_ids"], out["logit_scale"])
+            parts.update(p)
+            total = total + c.beta * p["loss_semantic"]
+        if c.use_geo:
+            p = self.geo(out["image_embeds"], batch["lat"], batch["lon"])
+            parts.update(p)
+            total = total + c.gamma * p["loss_geo"]
+        parts["loss"] = total
+        return parts

@@ -1,0 +1,251 @@
+"""AddressCLIP training loop with accelerate (DDP on GPUs or gloo on CPU, grad accumulation, resume).
+
+Launch: ``accelerate launch scripts/train_clip.py --config configs/clip/tiny.yaml`` (or plain python).
+Output folder:
+    model/          HF checkpoint (see checkpoint.py), refreshed at every evaluation and at the end
+    state/          accelerate save_state (weights, optimizer, scheduler, RNG) + trainer_state.json
+    tokenizer/      the tokenizer trained for a tiny model (reused on --resume so ids never change)
+    log.csv         one row per logged step: every loss part, lr, logit scale, images/s
+    eval.csv        periodic SSA/SA on the val split
+    run_info.json   world size, steps, throughput (tests check num_processes here)
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import GradientAccumulationPlugin, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+
+from data_gen.contract import read_addresses, read_manifest
+from llava_address.clip.checkpoint import candidates_payload, save_checkpoint
+from llava_address.clip.config import AddressCLIPConfig
+from llava_address.clip.data import AddressCollator, AddressImageDataset, EpochPermutationSampler, train_transform
+from llava_address.clip.losses import AddressCLIPLoss
+from llava_address.clip.model import AddressCLIP, build_model
+from llava_address.common.config import dump_config
+from llava_address.common.io import atomic_write_json, read_json
+
+__all__ = ["train", "text_corpus", "resolve_precision"]
+
+log = logging.getLogger(__name__)
+MODEL_INPUTS = ("pixel_values", "address_input_ids", "address_attention_mask", "semantic_input_ids",
+                "semantic_attention_mask")
+
+
+def resolve_precision(p: str) -> str:
+    """'auto' -> bf16 on a bf16-capable GPU, else fp32 (bf16 autocast is ~16× slower on CPU)."""
+    if p != "auto":
+        return p
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def text_corpus(data_dir: Path, prompt: str) -> list[str]:
+    """Texts a tiny tokenizer is trained on: every address level, train captions, the prompt."""
+    vocab = read_addresses(data_dir)
+    df = read_manifest(data_dir, "train")
+    return [*vocab.sub_street, *vocab.street, *vocab.district, *df["caption"].tolist(), prompt]
+
+
+def _make_model(cfg: AddressCLIPConfig, data_dir: Path, out: Path, resume: bool, acc: Accelerator) -> AddressCLIP:
+    tok_dir = out / "tokenizer"
+    if cfg.model.backbone == "hf" and not cfg.model.pretrained_dir and resume and tok_dir.is_dir():
+        from transformers import CLIPModel
+
+        from llava_address.clip.model import make_image_processor, tiny_clip_config
+
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        return AddressCLIP(CLIPModel(tiny_clip_config(cfg.model.tiny, tok)), tok,
+                           make_image_processor(cfg.model.tiny.image_size))
+    model = build_model(cfg.model, text_corpus(data_dir, cfg.model.prompt))
+    if acc.is_main_process and cfg.model.backbone == "hf" and not cfg.model.pretrained_dir:
+        model.tokenizer.save_pretrained(tok_dir)
+    return model
+
+
+def _param_groups(model: torch.nn.Module, wd: float) -> list[dict[str, Any]]:
+    """CLIP practice: no weight decay on biases, norms, embeddings' gains and the temperature."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "logit_scale" in n or "embedding" in n else decay).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class _CsvLog:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled, self.fields = path, enabled, None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        new = not self.path.exists()
+        if self.fields is None:
+            self.fields = list(row) if new else next(csv.reader(self.path.open()))
+        with self.path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def _save_state(acc: Accelerator, out: Path, step: int) -> None:
+    """accelerate state for --resume, written to a temp folder then swapped in (kill-safe)."""
+    tmp, final = out / "state.tmp", out / "state"
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        atomic_write_json(tmp / "trainer_state.json", {"step": step})
+        old = out / "state.old"
+        if final.exists():
+            final.replace(old)
+        tmp.replace(final)
+        shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _evaluate(acc: Accelerator, model: AddressCLIP, cfg: AddressCLIPConfig, data_dir: Path, cands: dict,
+              max_images: int | None) -> dict[str, float]:
+    from llava_address.clip.evaluate import evaluate_locator
+    from llava_address.clip.locator import AddressLocator
+
+    was_training = model.training
+    loc = AddressLocator(model, cands, device=acc.device, batch_size=cfg.eval.batch_size)
+    try:
+        metrics, _ = evaluate_locator(loc, data_dir, cfg.eval.split, max_images, progress=False)
+    finally:
+        model.train(was_training)
+    return metrics
+
+
+def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir: str | Path | None = None,
+          resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns run info (steps, final metrics, paths). ``stop_after`` simulates a kill."""
+    data_dir = Path(data_dir or cfg.data.dataset_dir or "")
+    if not (data_dir / "manifest.parquet").is_file():
+        raise FileNotFoundError(f"no dataset at {data_dir!s} (set data.dataset_dir or pass --data)")
+    out = Path(output_dir or cfg.train.output_dir)
+    tc = cfg.train
+    if tc.torch_threads:
+        torch.set_num_threads(tc.torch_threads)
+    acc = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision),
+                      gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=tc.grad_accum,
+                                                                              sync_with_dataloader=False))
+    if resume and not (out / "state" / "trainer_state.json").is_file():
+        log.warning("--resume: no saved state in %s, starting from step 0", out)
+        resume = False
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for f in ("log.csv", "eval.csv"):
+                (out / f).unlink(missing_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    acc.wait_for_everyone()
+    set_seed(tc.seed)
+    model = _make_model(cfg, data_dir, out, resume, acc)
+    if cfg.model.freeze_text and model.backbone == "hf":
+        model.clip.text_model.requires_grad_(False)
+    vocab = read_addresses(data_dir)
+    cands = candidates_payload(vocab, cfg.model.prompt if cfg.loss.prompt_address else None)
+    ds = AddressImageDataset(data_dir, "train", vocab, model.image_processor,
+                             train_transform(model.image_size, cfg.data.crop_scale_min, cfg.data.color_jitter)
+                             if cfg.data.augment else None, seed=tc.seed)
+    can_eval = len(read_manifest(data_dir, cfg.eval.split)) > 0
+    if not can_eval:
+        log.warning("split %r of %s is empty: no evaluation during training", cfg.eval.split, data_dir)
+    sampler = EpochPermutationSampler(len(ds), tc.seed)
+    collate = AddressCollator(model.tokenize, cfg.model.prompt if cfg.loss.prompt_address else None,
+                              with_semantic=cfg.loss.use_semantic)
+    dl = DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+                    num_workers=cfg.data.num_workers)
+    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.max_steps)
+    loss_fn = AddressCLIPLoss(cfg.loss)
+    model, optimizer, dl = acc.prepare(model, optimizer, dl)
+    acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step
+    if len(dl) < 1:
+        raise ValueError(f"train split has {len(ds)} images: fewer than one batch of {tc.batch_size} per process")
+    step = 0
+    if resume:
+        acc.load_state(str(out / "state"))
+        step = int(read_json(out / "state" / "trainer_state.json")["step"])
+        log.info("resumed from step %d", step)
+    raw: AddressCLIP = acc.unwrap_model(model)
+    csv_log, eval_log = _CsvLog(out / "log.csv", acc.is_main_process), _CsvLog(out / "eval.csv", acc.is_main_process)
+    imgs_per_step = tc.batch_size * tc.grad_accum * acc.num_processes
+    bar = tqdm(total=tc.max_steps, initial=step, desc="train", disable=not acc.is_local_main_process)
+    metrics: dict[str, float] = {}
+    t_window, n_window, throughput = time.perf_counter(), 0, []
+    model.train()
+    while step < tc.max_steps:
+        consumed = step * tc.grad_accum
+        epoch, skip = divmod(consumed, len(dl))
+        sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)
+        it = acc.skip_first_batches(dl, skip) if skip else dl
+        for batch in it:
+            with acc.accumulate(model):
+                out_feats = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+                parts = loss_fn(out_feats, batch)
+                acc.backward(parts["loss"])
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not acc.sync_gradients:
+                continue
+            scheduler.step()
+            with torch.no_grad():  # CLIP keeps the temperature at most 100
+                raw.clip.logit_scale.clamp_(0, math.log(100.0))
+            step += 1
+            n_window += 1
+            bar.update(1)
+            if step % tc.log_every == 0 or step == tc.max_steps:
+                dt = time.perf_counter() - t_window
+                ips = n_window * imgs_per_step / max(dt, 1e-9)
+                throughput.append(ips)
+                row = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                       **{k: float(v.detach()) for k, v in parts.items()},
+                       "logit_scale": float(raw.logit_scale().detach()), "images_per_s": ips}
+                csv_log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", ips=f"{ips:.0f}")
+                t_window, n_window = time.perf_counter(), 0
+            final = step == tc.max_steps
+            if (tc.eval_every and step % tc.eval_every == 0) or final:
+                if acc.is_main_process:
+                    if can_eval:
+                        metrics = _evaluate(acc, raw, cfg, data_dir, cands, None if final else cfg.eval.max_images)
+                        eval_log.write({"step": step, **metrics})
+                    save_checkpoint(raw, out / "model", cfg, cands, {"step": step, "split": cfg.eval.split, **metrics})
+                acc.wait_for_everyone()
+            if step % tc.save_every == 0 or final:
+                _save_state(acc, out, step)
+            if stop_after is not None and step >= stop_after:
+                bar.close()
+                return {"step": step, "stopped": True, "num_processes": acc.num_processes}
+            if final:
+                break
+    bar.close()
+    info = {"step": step, "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+            "images_per_step": imgs_per_step, "images_per_s_mean": sum(throughput) / max(len(throughput), 1),
+            "train_images": len(ds), "skipped_images": ds.skipped, "final_metrics": metrics,
+            "model_dir": str(out / "model")}
+    if acc.is_main_process:
+        atomic_write_json(out / "run_info.json", info)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return info

@@ -1,0 +1,85 @@
+"""The Vicuna v1 conversation format (LLaVA-1.5) as a Jinja chat template + LLaVA-JSON conversion.
+
+Rendered text, exactly as LLaVA-1.5 trains::
+
+    <s>A chat between ... questions. USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
+
+The assistant part " {answer}</s>" sits inside ``{% generation %}`` so that
+``apply_chat_template(..., return_assistant_tokens_mask=True)`` yields the exact token spans to
+train on (everything else is masked to -100 by the collator). With
+``add_generation_prompt=True`` the text ends in "ASSISTANT:" and the model continues with " ...".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from llava_address.llava.tokenizer import IMAGE_TOKEN
+
+__all__ = ["SYSTEM_PROMPT", "VICUNA_V1_TEMPLATE", "llava_json_to_messages", "history_to_messages"]
+
+SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+
+VICUNA_V1_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] if messages[0]['content'] is string "
+    "else messages[0]['content'][0]['text'] %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set system = \"" + SYSTEM_PROMPT + "\" %}{% set loop_messages = messages %}{% endif %}"
+    "{{ system }}"
+    "{% for message in loop_messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ ' USER: ' if loop.first else 'USER: ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<image>\\n' }}{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}"
+    "{{ ' ASSISTANT:' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{% generation %}{{ ' ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}"
+    "{{ eos_token }}{% endgeneration %}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+
+
+def _strip_image(text: str) -> tuple[str, bool]:
+    """Remove LLaVA's "<image>" marker (and the newline after it); report whether it was there."""
+    if IMAGE_TOKEN not in text:
+        return text.strip(), False
+    return text.replace(IMAGE_TOKEN + "\n", "").replace("\n" + IMAGE_TOKEN, "").replace(IMAGE_TOKEN, "").strip(), True
+
+
+def llava_json_to_messages(conversations: Sequence[dict[str, str]], image: Any) -> list[dict[str, Any]]:
+    """LLaVA JSON turns ({"from": "human"|"gpt", "value"}) -> chat messages with the image in turn 1.
+
+    The image goes into the first user turn whatever the JSON says (LLaVA-1.5 puts "<image>" there);
+    a conversation that does not alternate human/gpt starting with human is rejected.
+    """
+    messages: list[dict[str, Any]] = []
+    for i, turn in enumerate(conversations):
+        role = {"human": "user", "gpt": "assistant"}.get(turn.get("from", ""))
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(f"turn {i}: expected {expected!r} ('human'/'gpt' alternating), got {turn.get('from')!r}")
+        text, _ = _strip_image(str(turn.get("value", "")))
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if i == 0:
+            content.insert(0, {"type": "image", "image": image})
+        messages.append({"role": role, "content": content})
+    if not messages or len(messages) % 2:
+        raise ValueError(f"conversation must hold complete human/gpt pairs, got {len(messages)} turns")
+    return messages
+
+
+def history_to_messages(image: Any, question: str, history: Sequence[tuple[str, str]] | None) -> list[dict[str, Any]]:
+    """(image, earlier (q, a) pairs, new question) -> messages for a generation prompt."""
+    turns: list[dict[str, str]] = []
+    for q, a in history or ():
+        turns += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+    turns += [{"from": "human", "value": question}, {"from": "gpt", "value": ""}]
+    return llava_json_to_messages(turns, image)[:-1]

@@ -1,0 +1,105 @@
+"""python scripts/chat.py --image photo.jpg [--model DIR] [--clip DIR] [--question "..."] [--candidates 5]
+
+Ask the LLaVA address assistant where a street photo was taken. With --question: one answer and
+exit; without: a chat about the same photo (``/image other.jpg`` switches photo, ``/quit`` ends).
+Beside each answer it prints AddressCLIP's top-k nearby candidate addresses with scores.
+Defaults point at the offline demo's outputs (``python scripts/demo.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+from llava_address.app.chat_session import (DEFAULT_QUESTION, ChatSession, ImageInputError,
+                                            ModelLoadError, format_candidates, load_assistant, load_locator)
+
+DEFAULT_MODEL = "outputs/demo/llava_export"
+DEFAULT_CLIP = "outputs/demo/clip"
+HELP = "commands: /image PATH (switch photo), /candidates (show them again), /quit"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--image", required=True, help="a JPEG/PNG street photo")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"LLaVA export dir (default {DEFAULT_MODEL})")
+    ap.add_argument("--clip", default=DEFAULT_CLIP, help=f"AddressCLIP checkpoint dir (default {DEFAULT_CLIP})")
+    ap.add_argument("--question", help="ask this once and exit (default: interactive chat)")
+    ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates to list; 0 = none, no --clip needed")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return ap.parse_args(argv)
+
+
+def _show_candidates(session: ChatSession) -> None:
+    if session.candidates:
+        print(f"AddressCLIP candidates (top-{len(session.candidates)}, score = cosine similarity):")
+        print("\n".join(format_candidates(session.candidates)))
+
+
+def _answer(session: ChatSession, question: str) -> None:
+    print(f"Q: {question}")
+    print("A: ", end="", flush=True)
+    session.ask(question, on_text=lambda t: print(t, end="", flush=True))
+    print()
+
+
+def _repl(session: ChatSession) -> None:
+    print(HELP)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if not line:
+            continue
+        if line in ("/quit", "/exit", "/q"):
+            return
+        if line == "/candidates":
+            _show_candidates(session)
+        elif line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            try:
+                session.set_image(path)
+            except ImageInputError as exc:
+                print(f"error: {exc}")
+                continue
+            print(f"now talking about {path}")
+            _show_candidates(session)
+        elif line.startswith("/"):
+            print(f"unknown command {line.split()[0]!r}; {HELP}")
+        else:
+            _answer(session, line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        assistant = load_assistant(args.model)
+        locator = load_locator(args.clip) if args.candidates > 0 else None
+        session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens)
+        session.set_image(args.image)
+    except (ImageInputError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.question is not None:
+        _answer(session, args.question or DEFAULT_QUESTION)
+        _show_candidates(session)
+        return 0
+    _show_candidates(session)
+    _repl(session)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

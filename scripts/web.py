@@ -1,0 +1,54 @@
+"""python scripts/web.py [--model DIR] [--clip DIR] [--data DIR] [--port 7860] [--host 127.0.0.1]
+
+Serve the llava-address web app locally: upload or pick a street photo, get LLaVA's address
+answer, AddressCLIP's candidate addresses with scores, and a map of the dataset's road network
+with the predicted sub-street; ask follow-up questions; draw activation maps for an address.
+Offline: analytics off, no share link, nothing fetched. Defaults are the demo's outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from llava_address.app.web_backend import WebBackend  # noqa: E402
+
+DEMO = "outputs/demo"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    ap.add_argument("--model", default=f"{DEMO}/llava_export", help="LLaVA export dir")
+    ap.add_argument("--clip", default=f"{DEMO}/clip", help="AddressCLIP checkpoint dir")
+    ap.add_argument("--data", default=f"{DEMO}/data", help="dataset dir (map, example photos, ground truth)")
+    ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 exposes it on the network)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates shown")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-upload-mb", type=float, default=10.0)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from llava_address.app.web import launch
+
+    data = args.data if os.path.isdir(args.data) else None
+    if data is None:
+        logging.warning("dataset %s not found: the page will have no map and no examples", args.data)
+    backend = WebBackend(args.model, args.clip, data, k=args.candidates, max_new_tokens=args.max_new_tokens,
+                         max_image_bytes=int(args.max_upload_mb * 2**20))
+    for note in backend.notes:
+        logging.warning(note)
+    launch(backend, host=args.host, port=args.port, block=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

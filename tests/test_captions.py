@@ -1,0 +1,69 @@
+"""Captioners: scene pass-through and BLIP loaded from a tiny local random checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from PIL import Image
+
+from data_gen.captions import BlipCaptioner, Captioner, SceneCaptioner, make_captioner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _tiny_blip(path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor,
+                              PreTrainedTokenizerFast)
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign"] * 5,
+                            trainers.WordPieceTrainer(vocab_size=80, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
+    v = tok.get_vocab_size()
+    cfg = BlipConfig(
+        text_config=dict(vocab_size=v, hidden_size=32, encoder_hidden_size=32, intermediate_size=37,
+                         num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=40,
+                         pad_token_id=fast.pad_token_id, bos_token_id=fast.cls_token_id,
+                         eos_token_id=fast.sep_token_id, sep_token_id=fast.sep_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=32)
+    model = BlipForConditionalGeneration(cfg)
+    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=fast)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+
+
+def test_scene_captioner_passes_through_in_order():
+    cap = SceneCaptioner(["a", "b", "c"])
+    assert isinstance(cap, Captioner)
+    ims = [Image.new("RGB", (8, 8))] * 2
+    assert cap.caption(ims) == ["a", "b"]
+    assert cap.caption(ims[:1]) == ["c"]
+    with pytest.raises(ValueError, match="scene captions only exist"):
+        cap.caption(ims[:1])
+
+
+def test_blip_missing_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        BlipCaptioner(tmp_path / "nope")
+    with pytest.raises(ValueError, match="model_dir"):
+        make_captioner("blip")
+    with pytest.raises(ValueError, match="unknown captioner"):
+        make_captioner("gpt")
+
+
+def test_blip_tiny_local_checkpoint_captions(tmp_path):
+    _tiny_blip(tmp_path / "blip")
+    cap = make_captioner("blip", tmp_path / "blip", batch_size=1, max_new_tokens=5)
+    assert isinstance(cap, Captioner)
+    out = cap.caption([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (50, 50), "blue")])
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
