@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from data_gen.geocoder import ReverseGeocoder, check_latlon
 from data_gen.road_network import EXCLUDED_HIGHWAYS
@@ -76,7 +77,7 @@ def vote_streets(geocoder: ReverseGeocoder, lat, lon, cfg: VoteConfig, seed: int
     hws = res.highways.reshape(n, q, -1)
     dist = res.distances_m.reshape(n, q, -1)
     near = np.isfinite(dist) & (dist <= cfg.max_distance_m)
-    drop_hw = np.isin(hws, list(cfg.drop_highways)) if cfg.drop_highways else np.zeros(hws.shape, bool)
+    drop_hw = pd.Series(hws.ravel(), dtype=object).isin(cfg.drop_highways).to_numpy().reshape(hws.shape)  # hashed: fast on objects
     ok = near & (names != "") & ~drop_hw
     # nearest surviving candidate per query point (candidates arrive sorted by distance)
     has = ok.any(-1)

@@ -71,51 +71,48 @@ class OfflineGeocoder:
     """
 
     def __init__(self, network: RoadNetwork, max_distance_m: float = 200.0, max_segment_m: float = 10.0,
-                 cell_m: float = 16.0, max_cells: int = 2_000_000, chunk: int = 65536):
+                 cell_m: float = 8.0, max_cells: int = 2_000_000, chunk: int = 65536):
         if not network.ways:
             raise ValueError(f"road network {network.name!r} has no ways to geocode against")
         self.network, self.max_distance_m = network, float(max_distance_m)
         self.L, self.chunk = float(max_segment_m), int(chunk)
         self.cell_m, self.max_cells = float(cell_m), int(max_cells)
-        self._grids: dict[int, dict] = {}
-        key_of_name: dict[str, int] = {}
-        key_names, a_list, b_list, key_list, hw_list, raw_list = [], [], [], [], [], []
+        self._grids: dict[tuple[int, float], dict] = {}
+        names = [w.name for w in network.ways]
+        # key per way: one per distinct street name, each unnamed way its own key
+        key_names = sorted(set(names) - {""})
+        key_of_name = {n: i for i, n in enumerate(key_names)}
+        way_key = np.empty(len(names), dtype=np.int64)
+        for i, n in enumerate(names):
+            if n:
+                way_key[i] = key_of_name[n]
+            else:
+                way_key[i] = len(key_names)
+                key_names.append("")
         hw_names = sorted({w.highway for w in network.ways})
         hw_id = {h: i for i, h in enumerate(hw_names)}
-        for w in network.ways:
-            if w.name:
-                key = key_of_name.setdefault(w.name, len(key_names))
-                if key == len(key_names):
-                    key_names.append(w.name)
-            else:
-                key = len(key_names)
-                key_names.append("")
-            c = np.asarray(w.geometry.coords)[:, :2]
-            a, b = c[:-1], c[1:]
-            n_sub = np.maximum(1, np.ceil(np.hypot(*(b - a).T) / self.L)).astype(int)
-            rep = np.repeat(np.arange(len(a)), n_sub)
-            j = np.concatenate([np.arange(n) for n in n_sub])[:, None]
-            frac0, frac1 = j / n_sub[rep][:, None], (j + 1) / n_sub[rep][:, None]
-            d = (b - a)[rep]
-            a_list.append(a[rep] + frac0 * d)
-            b_list.append(a[rep] + frac1 * d)
-            raw_list.append((a, b - a, np.full(len(a), key), np.full(len(a), hw_id[w.highway])))
-            key_list.append(np.full(len(rep), key))
-            hw_list.append(np.full(len(rep), hw_id[w.highway]))
-        self._a = np.concatenate(a_list)
-        self._ab = np.concatenate(b_list) - self._a
+        way_hw = np.array([hw_id[w.highway] for w in network.ways], dtype=np.int64)
+        coords, way = shapely.get_coordinates([w.geometry for w in network.ways], return_index=True)
+        seg = np.flatnonzero(way[1:] == way[:-1])  # consecutive vertices of the same way
+        a, ab = coords[seg], coords[seg + 1] - coords[seg]
+        raw_key, raw_hw = way_key[way[seg]], way_hw[way[seg]]
+        ab2 = np.maximum((ab ** 2).sum(1), 1e-12)
+        # unsplit segments: the grid path; split copies (<= max_segment_m): the KD path
+        self._raw = (a, ab, ab2, raw_key, raw_hw)
+        self._flat = (a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(), ab2, raw_key)
+        n_sub = np.maximum(1, np.ceil(np.sqrt(ab2) / self.L)).astype(np.int64)
+        self._s2r = np.repeat(np.arange(len(a)), n_sub)
+        j = np.arange(len(self._s2r)) - np.repeat(np.cumsum(n_sub) - n_sub, n_sub)
+        frac = (j / n_sub[self._s2r])[:, None]
+        self._ab = ab[self._s2r] / n_sub[self._s2r][:, None]
+        self._a = a[self._s2r] + frac * ab[self._s2r]
         self._ab2 = np.maximum((self._ab ** 2).sum(1), 1e-12)
-        self._key = np.concatenate(key_list)
-        self._hw = np.concatenate(hw_list)
+        self._key = raw_key[self._s2r]
         self._key_names = np.array(key_names + [""], dtype=object)  # index -1 -> ""
         self._hw_names = np.array(hw_names + [""], dtype=object)
         self._tree = cKDTree(self._a + self._ab / 2)
         self.n_segments = len(self._a)
-        # unsplit segments for the grid path (fewer candidates per cell)
-        self._raw = tuple(np.concatenate(part) for part in zip(*raw_list))
-        self._raw = self._raw[:2] + (np.maximum((self._raw[1] ** 2).sum(1), 1e-12),) + self._raw[2:]
-        a, ab, ab2, key, _ = self._raw
-        self._flat = (a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(), ab2, key)
+        self._bounds = network.bounds
 
     def reverse(self, lat, lon, k: int = 5) -> GeocodeResult:
         """k nearest distinct street names per point (pure function of lat, lon)."""
@@ -190,20 +187,22 @@ class OfflineGeocoder:
         out_k[r, slot], out_s[r, slot], out_d[r, slot] = key[r, c], idx[r, c], d[r, c]
         return out_k, out_s, out_d
 
-    def _grid_for(self, k: int) -> dict:
-        """Lazily built per-k candidate grid (see module docstring)."""
-        if k in self._grids:
-            return self._grids[k]
-        x0, y0, x1, y1 = self.network.bounds
-        pad = min(self.max_distance_m, 1000.0)
+    def _grid_for(self, k: int, cell_m: float | None = None) -> dict:
+        """Lazily built per-k candidate grid (see module docstring). The exact D_k at the
+        cell centres comes from a 4x coarser grid (recursively), or the KD path at the top."""
+        x0, y0, x1, y1 = self._bounds
+        pad = min(self.max_distance_m, 100.0)  # farther points take the KD path (rare)
         x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
-        c = max(self.cell_m, float(np.sqrt((x1 - x0) * (y1 - y0) / self.max_cells)))
+        c = max(cell_m or self.cell_m, float(np.sqrt((x1 - x0) * (y1 - y0) / self.max_cells)))
+        if (k, c) in self._grids:
+            return self._grids[(k, c)]
         nx, ny = int(np.ceil((x1 - x0) / c)) + 1, int(np.ceil((y1 - y0) / c)) + 1
         gx, gy = np.meshgrid(x0 + (np.arange(nx) + 0.5) * c, y0 + (np.arange(ny) + 0.5) * c)
         centres = np.column_stack([gx.ravel(), gy.ravel()])
         r = c * np.sqrt(0.5)
-        dk = np.concatenate([self._query_kd(centres[s:s + self.chunk], k)[2][:, -1]
-                             for s in range(0, len(centres), self.chunk)])
+        coarse = 4 * c if len(centres) > 4096 else None
+        query = (lambda p: self._query_grid(p, k, coarse)) if coarse else (lambda p: self._query_kd(p, k))
+        dk = np.concatenate([query(centres[s:s + self.chunk])[2][:, -1] for s in range(0, len(centres), self.chunk)])
         reach = np.minimum(dk + r, self.max_distance_m) + r + 1e-6
         reach = np.where(np.isfinite(reach), reach, 1e12)
         a, ab, ab2, key, _ = self._raw
@@ -222,12 +221,12 @@ class OfflineGeocoder:
         ci, si = ci[keep], si[keep]
         offsets = np.searchsorted(ci, np.arange(nx * ny + 1))
         grid = {"x0": x0, "y0": y0, "c": c, "nx": nx, "ny": ny, "offsets": offsets, "segs": si}
-        self._grids[k] = grid
+        self._grids[(k, c)] = grid
         return grid
 
-    def _query_grid(self, pts: np.ndarray, k: int):
+    def _query_grid(self, pts: np.ndarray, k: int, cell_m: float | None = None):
         """Exact k nearest distinct keys using the candidate grid; raw-segment ids."""
-        g = self._grid_for(k)
+        g = self._grid_for(k, cell_m)
         n = len(pts)
         keys = np.full((n, k), -1, dtype=np.int64)
         segs = np.full((n, k), -1, dtype=np.int64)
@@ -238,13 +237,12 @@ class OfflineGeocoder:
         outside = np.flatnonzero(~inside)
         if len(outside):
             kk, ss, dd = self._query_kd(pts[outside], k)  # rare: far from the map
-            raw_of_split = self._split_to_raw()
-            keys[outside], segs[outside], dist[outside] = kk, np.where(ss >= 0, raw_of_split[ss], -1), dd
+            keys[outside], segs[outside], dist[outside] = kk, np.where(ss >= 0, self._s2r[ss], -1), dd
         cell = (iy * g["nx"] + ix)[inside]
         rows = np.flatnonzero(inside)
         start = g["offsets"][cell]
         cnt = g["offsets"][cell + 1] - start
-        width = np.where(cnt > 0, 2 ** np.ceil(np.log2(np.maximum(cnt, 1))).astype(np.int64), 0)
+        width = -(-cnt // 4) * 4  # pad rows to a multiple of 4: little waste, few batches
         for w in np.unique(width):
             if w == 0:
                 continue
@@ -298,10 +296,3 @@ class OfflineGeocoder:
         out[2][:, :m] = dd
         return out
 
-    def _split_to_raw(self) -> np.ndarray:
-        """Map split-segment ids to raw-segment ids (split pieces are stored in raw order)."""
-        if not hasattr(self, "_s2r"):
-            a, ab = self._raw[0], self._raw[1]
-            n_sub = np.maximum(1, np.ceil(np.hypot(ab[:, 0], ab[:, 1]) / self.L)).astype(int)
-            self._s2r = np.repeat(np.arange(len(a)), n_sub)
-        return self._s2r

@@ -12,7 +12,9 @@ Rules (deterministic, documented here once):
   shortest first); the merged piece spans the outer crossings.
 - A disconnected part shorter than ``min_piece_m`` is dropped when the street has a part at
   least that long (clipped stubs at the map edge, slip-road fragments).
-- Duplicate names (a street crossing the same pair twice, disconnected parts) get " (2)",
+- Pieces with the same name lying within ``merge_parallel_m`` (Hausdorff) of a longer one
+  are the other carriageway of a divided road: only the longer line is kept.
+- Remaining duplicate names (a street crossing the same pair twice, disconnected parts) get " (2)",
   " (3)", ... in order of piece midpoint (x, then y), the first keeping the plain name.
 """
 
@@ -106,8 +108,21 @@ def _split_part(part: LineString, crossings: list[tuple[float, str]], min_piece_
     return pieces
 
 
-def partition_streets(network: RoadNetwork, min_piece_m: float = 40.0) -> list[SubStreet]:
-    """All sub-street pieces of the network's addressable streets, sorted by name."""
+def _collapse_parallel(group: list[SubStreet], within_m: float) -> list[SubStreet]:
+    """Same-named pieces within ``within_m`` (Hausdorff) of a longer one are dropped: the
+    two carriageways of a divided road are one address; points on the dropped one are
+    assigned to the kept line by `assign_sub_streets` (nearest piece of the street)."""
+    kept: list[SubStreet] = []
+    for p in sorted(group, key=lambda q: (-q.length_m, q.midpoint_xy)):
+        if not any(p.geometry.hausdorff_distance(k.geometry) <= within_m for k in kept):
+            kept.append(p)
+    return kept
+
+
+def partition_streets(network: RoadNetwork, min_piece_m: float = 40.0,
+                      merge_parallel_m: float = 40.0) -> list[SubStreet]:
+    """All sub-street pieces of the network's addressable streets, sorted by name.
+    ``merge_parallel_m=0`` keeps both carriageways of divided roads as " (2)" pieces."""
     names = list(network.streets)
     geoms = [network.streets[n] for n in names]
     tree = shapely.STRtree(geoms)
@@ -128,7 +143,10 @@ def partition_streets(network: RoadNetwork, min_piece_m: float = 40.0) -> list[S
     by_name: dict[str, list[SubStreet]] = {}
     for p in out:
         by_name.setdefault(p.name, []).append(p)
+    out = []
     for base, group in by_name.items():
+        group = _collapse_parallel(group, merge_parallel_m)
+        out.extend(group)
         if len(group) > 1:
             group.sort(key=lambda p: (round(p.midpoint_xy[0], 3), round(p.midpoint_xy[1], 3)))
             for i, p in enumerate(group[1:], start=2):

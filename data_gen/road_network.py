@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 import pyproj
+import shapely
 from shapely.geometry import LineString, MultiLineString, Point, Polygon, mapping, shape
 from shapely.ops import unary_union
 from shapely.strtree import STRtree
@@ -201,9 +202,8 @@ def _points_of(geom) -> Iterable[Point]:
 
 
 def _transform(geom, fn):
-    from shapely.ops import transform
-
-    return transform(lambda x, y, z=None: fn(np.asarray(x), np.asarray(y)), geom)
+    """Apply a vectorised (x, y) -> (x', y') to every coordinate (2-D)."""
+    return shapely.transform(geom, lambda c: np.column_stack(fn(c[:, 0], c[:, 1])))
 
 
 def _to_lonlat(proj: LocalProjection, geom):

@@ -50,7 +50,7 @@ def load_image(source: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Im
         raise ImageInputError(f"image file not found: {path}")
     size = path.stat().st_size
     if size > max_bytes:
-        raise ImageInputError(f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+        raise ImageInputError(f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.3g} MB")
     try:
         with Image.open(path) as im:
             im.load()

@@ -99,7 +99,7 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         session_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label=f"Street photo (JPEG/PNG, ≤ {backend.max_image_bytes // 2**20} MB)",
+                upload = gr.File(label=f"Street photo (JPEG/PNG, ≤ {backend.max_image_bytes / 2**20:.3g} MB)",
                                  type="filepath", elem_id="upload")
                 question = gr.Textbox(value=DEFAULT_QUESTION, label="Question", elem_id="question")
                 locate = gr.Button("Locate", variant="primary", elem_id="locate")

@@ -76,14 +76,19 @@ class WebBackend:
         except (FileNotFoundError, ValueError) as exc:
             self.notes.append(f"no map: {exc}")
         try:
-            df = read_manifest(self.data_dir, "test")
+            df = read_manifest(self.data_dir)
         except (FileNotFoundError, ValueError) as exc:
             self.notes.append(f"no example photos: {exc}")
             return
         df = df.assign(path=[str(self.data_dir / p) for p in df["image"]])
-        self.test_rows = df[[Path(p).is_file() for p in df["path"]]].reset_index(drop=True)
-        for row in self.test_rows.itertuples():
+        df = df[[Path(p).is_file() for p in df["path"]]].reset_index(drop=True)
+        for row in df.itertuples():  # any dataset photo uploaded gets its true location on the map
             self._truth_by_hash[_sha1(row.path)] = Truth(float(row.lat), float(row.lon), str(row.sub_street))
+        if (df["split"] == "test").any():
+            self.test_rows = df[df["split"] == "test"].reset_index(drop=True)
+        else:
+            self.test_rows = df
+            self.notes.append("the dataset has no test split: examples and maps use all its photos")
 
     def _pick_examples(self, n: int) -> list[str]:
         """Test photos from different sub-streets, so the examples show different places."""

@@ -65,7 +65,7 @@ class AddressImageDataset(Dataset):
         self.df = df
         self.index = {a: i for i, a in enumerate(vocab.sub_street)}
         self.processor, self.transform, self.seed = image_processor, transform, seed
-        self.epoch, self.skipped = 0, 0
+        self.epoch, self.failed = 0, set()
 
     def __len__(self) -> int:
         return len(self.df)
@@ -73,13 +73,19 @@ class AddressImageDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def skipped(self) -> int:
+        """Distinct images that failed to decode (each counted once, whatever the epoch)."""
+        return len(self.failed)
+
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         row = self.df.iloc[i]
         try:
             img = open_image(self.root / row["image"])
         except ValueError as exc:
-            self.skipped += 1
-            log.warning("skipping image (%d skipped so far): %s", self.skipped, exc)
+            if i not in self.failed:
+                self.failed.add(i)
+                log.warning("skipping undecodable image (%d so far): %s", len(self.failed), exc)
             return None
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):

@@ -8,11 +8,13 @@ N × dL/df through the gather's backward, and DDP's gradient averaging divides b
 gradients equal the single-process gradient on the concatenated batch (as in open_clip's
 ``gather_with_grad`` / ``local_loss=False``).
 
-Duplicate positives: several images in a batch share one address, so "image i matches text i only"
-would push an image away from identical copies of its own address. Targets are therefore soft:
-image i's target distribution is uniform over every text whose address id equals its own (and
-symmetrically for texts over images). The minimum of this cross-entropy is log(#duplicates), not 0;
-the gradient correctly stops distinguishing between identical positives.
+Duplicate positives: several images in a batch share one address. Targets are soft: image i's
+target distribution is uniform over every text whose address id equals its own (and symmetrically
+for texts over images), so a same-address text is never a negative. When duplicate texts are
+identical strings (plain sub-street text) this equals plain one-hot CLIP numerically — the
+duplicate column carries exactly the positive's logit — and the loss floor is log(#duplicates),
+not 0 (tested). It stays correct when same-address texts differ (prompt wordings, street vs
+sub-street forms), where one-hot CLIP would push an image away from its own address.
 """
 
 from __future__ import annotations

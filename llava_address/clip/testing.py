@@ -11,13 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from PIL import Image
-from shapely.geometry import LineString
-
-from data_gen.contract import NETWORK_FILE, STATS_FILE, AddressVocabulary, write_addresses, write_manifest
-from data_gen.road_network import LocalProjection, RoadNetwork, Way
-from llava_address.common.io import atomic_write_json
 
 __all__ = ["make_fixture_dataset"]
 
@@ -31,7 +24,9 @@ STREETS = {
 COLOURS = {"Aleksanterinkatu": (200, 60, 60), "Bulevardi Länsi": (60, 160, 60), "Hämeentie": (60, 80, 200)}
 
 
-def _image(x: float, y: float, street: str, piece: int, rng: np.random.Generator, size: int) -> Image.Image:
+def _image(x: float, y: float, street: str, piece: int, rng: np.random.Generator, size: int):
+    from PIL import Image
+
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = np.array(COLOURS[street], dtype=float)
     field = np.stack([np.sin(x / 150 + 3 * xx), np.cos(y / 150 + 3 * yy), np.sin((x + y) / 200 + 2 * xx * yy)], -1)
@@ -43,6 +38,13 @@ def _image(x: float, y: float, street: str, piece: int, rng: np.random.Generator
 def make_fixture_dataset(out_dir: str | Path, per_sub_street: int = 16, image_size: int = 48, seed: int = 0,
                          corrupt: int = 0) -> Path:
     """Write the fixture to ``out_dir``; ``corrupt`` adds that many undecodable train images."""
+    import pandas as pd
+    from shapely.geometry import LineString
+
+    from data_gen.contract import NETWORK_FILE, STATS_FILE, AddressVocabulary, write_addresses, write_manifest
+    from data_gen.road_network import LocalProjection, RoadNetwork, Way
+    from llava_address.common.io import atomic_write_json
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -81,3 +83,34 @@ def make_fixture_dataset(out_dir: str | Path, per_sub_street: int = 16, image_si
     RoadNetwork("fixture", proj, ways).save(out / NETWORK_FILE)
     atomic_write_json(out / STATS_FILE, {"images": len(rows), "fixture": True})
     return out
+
+
+def distributed_loss_worker(rank: int, world: int, out_dir: str) -> None:
+    """torch.multiprocessing target for the 2-rank loss test: the same batch as the test's ``_batch``,
+    rank r holding rows [3r, 3r+3); saves its loss and local feature gradients."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from llava_address.clip.config import LossConfig
+    from llava_address.clip.losses import AddressCLIPLoss
+
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(0)
+        n, d = 6, 8
+        feats = {k: F.normalize(torch.randn(n, d, generator=g), dim=-1)
+                 for k in ("image_embeds", "address_embeds", "semantic_embeds")}
+        lat = 60 + torch.rand(n, generator=g).double() * 1e-3
+        lon = 24 + torch.rand(n, generator=g).double() * 1e-3
+        sl = slice(3 * rank, 3 * rank + 3)
+        out = {k: v[sl].clone().requires_grad_(True) for k, v in feats.items()}
+        out["logit_scale"] = torch.tensor(10.0)
+        batch = {"address_ids": torch.tensor([0, 0, 1, 2, 2, 2])[sl], "semantic_ids": torch.arange(n)[sl],
+                 "lat": lat[sl], "lon": lon[sl]}
+        parts = AddressCLIPLoss(LossConfig())(out, batch)
+        parts["loss"].backward()
+        torch.save({"loss": parts["loss"].item(), **{"grad_" + k: out[k].grad for k in feats}},
+                   f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

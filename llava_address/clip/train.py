@@ -100,6 +100,21 @@ class _CsvLog:
             w.writerow(row)
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only rows up to ``step`` (a resumed run rewrites what the killed run logged after its last save)."""
+    if not path.is_file():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    import pandas as pd
+
+    from llava_address.common.io import atomic_write_text
+
+    df = pd.read_csv(path)
+    atomic_write_text(path, df[df["step"] <= step].to_csv(index=False))
+
+
 def _save_state(acc: Accelerator, out: Path, step: int) -> None:
     """accelerate state for --resume, written to a temp folder then swapped in (kill-safe)."""
     tmp, final = out / "state.tmp", out / "state"
@@ -150,9 +165,8 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
         resume = False
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            for f in ("log.csv", "eval.csv"):
-                (out / f).unlink(missing_ok=True)
+        for f in ("log.csv", "eval.csv"):
+            _truncate_log(out / f, read_json(out / "state" / "trainer_state.json")["step"] if resume else 0)
         dump_config(cfg, out / "config.yaml")
     acc.wait_for_everyone()
     set_seed(tc.seed)
@@ -197,6 +211,10 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
         sampler.set_epoch(epoch)
         ds.set_epoch(epoch)
         it = acc.skip_first_batches(dl, skip) if skip else dl
+        # accelerate's loaders re-set sampler/dataset epochs from their own counter on __iter__,
+        # which restarts at 0 after a resume: align it with ours.
+        if hasattr(it, "set_epoch"):
+            it.set_epoch(epoch)
         for batch in it:
             with acc.accumulate(model):
                 out_feats = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})

@@ -1,0 +1,133 @@
+"""Train -> save -> load with plain transformers -> locate round trip; resume after interrupt;
+undecodable images skipped and counted; eval / activation-map / train scripts' main()."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _clip_fixtures import fixture_data, tiny_cfg, trained_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return trained_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return fixture_data(tmp_path_factory.getbasetemp())
+
+
+def test_checkpoint_loads_with_plain_transformers_and_matches_locator(model_dir, data_dir):
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    from llava_address.clip.locator import AddressLocator
+
+    names = {p.name for p in model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json",
+            "addressclip_config.yaml", "candidates.json", "metrics.json"} <= names
+    clip, proc = CLIPModel.from_pretrained(model_dir).eval(), CLIPProcessor.from_pretrained(model_dir)
+    cands = json.loads((model_dir / "candidates.json").read_text())["sub_street"]
+    img = Image.open(data_dir / "images" / "00003.png")
+    with torch.no_grad():
+        inputs = proc(text=cands, images=[img], return_tensors="pt", padding=True)
+        probs = clip(**inputs).logits_per_image.softmax(-1)[0]
+    got = AddressLocator.from_pretrained(model_dir).locate([img], k=len(cands))[0]
+    assert [a for a, _ in got] == [cands[i] for i in probs.argsort(descending=True).tolist()]
+    np.testing.assert_allclose([p for _, p in got], probs.sort(descending=True).values.numpy(), atol=1e-5)
+
+
+def test_trained_model_beats_chance_and_logs_every_part(model_dir, data_dir):
+    run = model_dir.parent
+    log = pd.read_csv(run / "log.csv")
+    assert list(log["step"]) == list(range(1, 17))
+    assert {"loss", "loss_address", "loss_semantic", "loss_geo", "lr", "logit_scale", "images_per_s"} <= set(log)
+    assert log["loss"].iloc[-3:].mean() < log["loss"].iloc[:3].mean()
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["num_processes"] == 1 and info["step"] == 16
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["SSA-5"] > 5 / 8 and metrics["SSA-1"] > 2 / 8  # chance: 5/8 and 1/8
+
+
+def test_locate_ranks_and_scores(model_dir, data_dir):
+    from llava_address.clip.locator import AddressLocator
+
+    loc = AddressLocator.from_pretrained(model_dir)
+    res = loc.locate([data_dir / "images" / "00000.png", str(data_dir / "images" / "00001.png")], k=3)
+    assert len(res) == 2 and all(len(r) == 3 for r in res)
+    for r in res:
+        ps = [p for _, p in r]
+        assert ps == sorted(ps, reverse=True) and 0 < sum(ps) <= 1 + 1e-6
+    own = loc.locate(data_dir / "images" / "00000.png", candidates=["Aleksanterinkatu", "Hämeentie", "Kallio"], k=5)
+    assert len(own[0]) == 3 and abs(sum(p for _, p in own[0]) - 1) < 1e-5
+
+
+def test_resume_after_interrupt_gives_identical_weights(tmp_path, data_dir):
+    from safetensors.torch import load_file
+
+    from llava_address.clip.train import train
+
+    cfg = tiny_cfg("train.max_steps=6", "train.save_every=2", "train.batch_size=32")
+    train(cfg, data_dir, tmp_path / "straight")
+    first = train(cfg, data_dir, tmp_path / "killed", stop_after=3)  # "killed" after step 3; last save at 2
+    assert first["stopped"] and first["step"] == 3
+    info = train(cfg, data_dir, tmp_path / "killed", resume=True)
+    assert info["step"] == 6
+    a = pd.read_csv(tmp_path / "straight" / "log.csv")
+    b = pd.read_csv(tmp_path / "killed" / "log.csv")
+    assert list(b["step"]) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(a["loss"].to_numpy(), b["loss"].to_numpy())
+    wa = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    wb = load_file(tmp_path / "killed" / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_undecodable_images_are_counted_not_fatal(tmp_path):
+    from llava_address.clip.train import train
+
+    data = fixture_data(tmp_path, "broken", per_sub_street=8, corrupt=2)
+    info = train(tiny_cfg("train.max_steps=3", "train.batch_size=16"), data, tmp_path / "run")
+    assert info["step"] == 3 and info["skipped_images"] == 2
+
+
+def test_eval_script_writes_metrics_and_pictures(model_dir, data_dir, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_clip", Path(__file__).parents[1] / "scripts" / "eval_clip.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--model", str(model_dir), "--data", str(data_dir), "--split", "test", "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "eval_test.json").read_text())
+    assert m["n_images"] == 16 and 0 <= m["SSA-1"] <= m["SSA-5"] <= 1 and m["SA-1"] >= m["SSA-1"]
+    for f in ("eval_test.md", "eval_test_map.png", "eval_test_confusions.png"):
+        assert (tmp_path / f).stat().st_size > 100
+    assert "SSA-1" in capsys.readouterr().out
+    assert mod.main(["--model", str(tmp_path / "nope"), "--data", str(data_dir)]) == 2
+
+
+def test_activation_map_lights_up_the_queried_street(model_dir, data_dir, tmp_path):
+    from llava_address.clip.activation_map import activation_map
+
+    df = activation_map(model_dir, data_dir, "Hämeentie", tmp_path / "act.png", split="train")
+    assert (tmp_path / "act.png").stat().st_size > 1000
+    on = df[df["street"] == "Hämeentie"]["similarity"].mean()
+    assert on > df[df["street"] != "Hämeentie"]["similarity"].mean()
+
+
+def test_train_script_reports_missing_dataset(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("train_clip", root / "scripts" / "train_clip.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main(["--config", str(root / "configs/clip/tiny.yaml"), "--data", str(tmp_path / "none"),
+                   "--output", str(tmp_path / "o")])
+    assert rc == 2 and "no dataset at" in capsys.readouterr().err
