@@ -1,12 +1,14 @@
 """Spatially disjoint train/val/test splits along each sub-street.
 
 WHY: neighbouring street-view shots look alike, so a random split leaks test images into
-training. Within each sub-street we cut the arc-length range into contiguous stretches
-(cyclic order val -> test -> train from a seeded random start, so train keeps the largest
-stretch and every sub-street keeps training images — the closed candidate set of the paper),
-drop points within ``buffer_m / 2`` of a stretch boundary, and finally drop held-out points
-that still lie within ``buffer_m`` (straight-line) of ANY train point, e.g. across an
-intersection on a neighbouring sub-street.
+training. Each long-enough sub-street gets ONE contiguous held-out stretch (val or test,
+alternating so the two splits balance by image count) at a seeded random position along
+it; the rest is train, so every sub-street keeps training images (the paper's closed
+candidate set). Points within ``buffer_m / 2`` of a stretch boundary are dropped; the
+stretch is lengthened so that after this drop val+test hold ~(val+test) of the images.
+Sub-streets shorter than 4 buffers or with < ``min_points`` go to train. Finally we drop
+held-out points that still lie within ``buffer_m`` (straight-line) of ANY train point, e.g. across an
+intersection on a neighbouring sub-street (counted as ``split_buffer_cross``).
 """
 
 from __future__ import annotations
@@ -61,26 +63,31 @@ def assign_splits(group: np.ndarray, s: np.ndarray, x: np.ndarray, y: np.ndarray
     out = np.full(n, "", dtype=object)
     res = SplitResult(out)
     rng = np.random.default_rng(cfg.seed)
-    for g in sorted(set(group.tolist())):
-        idx = np.flatnonzero(group == g)
+    b = cfg.buffer_m
+    held_pts = {"val": 0, "test": 0}
+    groups = sorted(set(group.tolist()))
+    for gi in rng.permutation(len(groups)):
+        idx = np.flatnonzero(group == groups[gi])
         n_pos = len(np.unique(np.round(s[idx], 2)))
         lo, hi = s[idx].min(), s[idx].max()
-        if len(idx) < cfg.min_points or n_pos < 3 or hi - lo < 3 * cfg.buffer_m:
+        length = hi - lo
+        if fv + ft == 0 or len(idx) < cfg.min_points or n_pos < 4 or length < 4 * b:
             out[idx] = "train"
             res.train_only_sub_streets += 1
             continue
-        length = hi - lo + 1e-9
+        # one held-out stretch per sub-street; its label balances val/test by points so far
+        lab_held = "val" if (fv > 0 and (ft == 0 or held_pts["val"] / fv <= held_pts["test"] / ft)) else "test"
+        h = b + (fv + ft) * (length - 2 * b)  # after dropping b/2 at both cuts, share ~= fv + ft
         u = rng.random()
         q = ((s[idx] - lo) / length - u) % 1.0
-        lab = np.where(q < fv, "val", np.where(q < fv + ft, "test", "train")).astype(object)
-        # stretch boundaries in arc length (cyclic cut points mapped back to s)
-        cuts = [lo + ((u + c) % 1.0) * length for c in (0.0, fv, fv + ft)]
+        lab = np.where(q < h / length, lab_held, "train").astype(object)
         near = np.zeros(len(idx), bool)
-        for c in cuts:
-            if lo + 1e-6 < c < hi - 1e-6:
-                near |= np.abs(s[idx] - c) < cfg.buffer_m / 2
+        for c in (lo + u * length, lo + ((u + h / length) % 1.0) * length):
+            if lo + 1e-6 < c < hi - 1e-6:  # a cut at the very end of the piece is no boundary
+                near |= np.abs(s[idx] - c) < b / 2
         out[idx] = np.where(near, "", lab)
         res.dropped["split_buffer"] += int(near.sum())
+        held_pts[lab_held] += int(((lab == lab_held) & ~near).sum())
     # global guard: no held-out point within buffer_m of any train point (any sub-street)
     tr = out == "train"
     held = np.flatnonzero((out == "val") | (out == "test"))
@@ -88,5 +95,5 @@ def assign_splits(group: np.ndarray, s: np.ndarray, x: np.ndarray, y: np.ndarray
         d, _ = cKDTree(np.c_[x[tr], y[tr]]).query(np.c_[x[held], y[held]], k=1)
         bad = held[d < cfg.buffer_m]
         out[bad] = ""
-        res.dropped["split_buffer"] += len(bad)
+        res.dropped["split_buffer_cross"] += len(bad)
     return res

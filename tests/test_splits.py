@@ -37,13 +37,18 @@ def test_test_points_are_never_near_train_points():
         assert (sp[g == f"S{k}"] == "train").sum() > 0
 
 
-def test_held_out_split_is_one_contiguous_stretch():
-    g, s, x, y = _streets(n_streets=1, n=200)
-    sp = assign_splits(g, s, x, y, SplitConfigLike(seed=3)).split
-    order = np.argsort(s)
-    lab = [v for v in sp[order] if v]
-    runs = [lab[0]] + [b for a, b in zip(lab, lab[1:]) if a != b]
-    assert runs.count("test") == 1 and runs.count("val") == 1
+def test_one_contiguous_held_out_stretch_per_sub_street_and_balanced_splits():
+    g, s, x, y = _streets(n_streets=20, n=100)
+    r = assign_splits(g, s, x, y, SplitConfigLike(seed=3))
+    for k in range(20):
+        m = g == f"S{k}"
+        lab = [v for v in r.split[m][np.argsort(s[m])] if v]
+        runs = [lab[0]] + [b for a, b in zip(lab, lab[1:]) if a != b]
+        held = [v for v in runs if v != "train"]
+        assert len(held) == 1  # exactly one held-out stretch (val or test)
+    c = r.counts()
+    kept = sum(c.values())
+    assert 0.05 < c["val"] / kept < 0.15 and 0.05 < c["test"] / kept < 0.15
 
 
 def test_tiny_sub_streets_go_to_train_and_seed_reproducible():

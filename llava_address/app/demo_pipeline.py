@@ -198,13 +198,17 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, fresh: bool = False, only: tu
     ]
     for i, st in enumerate(stages, 1):
         if only and st.name not in only:
-            continue
-        print(f"\n=== [{i}/{len(stages)}] {st.name} ===", flush=True)
-        rec = runner.run(st)
+            rec = runner.peek(st)
+            if rec is None:
+                continue
+        else:
+            print(f"\n=== [{i}/{len(stages)}] {st.name} ===", flush=True)
+            rec = runner.run(st)
         arts = rec.get("artifacts", {})  # a reused stage tells later stages where its outputs are
         d.clip_model = Path(arts.get("clip_model", d.clip_model))
         d.export = Path(arts.get("llava_export", d.export))
-        print(f"=== {st.name}: {rec['status']} ({rec['seconds']:.1f}s) ===", flush=True)
+        if not only or st.name in only:
+            print(f"=== {st.name}: {rec['status']} ({rec['seconds']:.1f}s) ===", flush=True)
     summary = {"out_dir": str(out), "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
                "stage_seconds_total": round(sum(r["seconds"] for r in runner.records.values()), 1),
                "stages": {n: {k: r[k] for k in ("status", "seconds", "metrics", "artifacts", "finished_at")}

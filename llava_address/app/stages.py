@@ -77,11 +77,25 @@ class StageRunner:
     def artifacts(self) -> dict[str, str]:
         return {k: v for rec in self.records.values() for k, v in rec.get("artifacts", {}).items()}
 
-    def run(self, stage: Stage) -> dict[str, Any]:
-        digest = fingerprint(stage.config, stage.files, tuple(self.hashes[d] for d in stage.deps))
+    def _finished(self, stage: Stage) -> tuple[str, dict[str, Any] | None]:
+        """(fingerprint, done record if the stage finished with this fingerprint and its artefacts exist)."""
+        digest = fingerprint(stage.config, stage.files, tuple(self.hashes.get(d, "?") for d in stage.deps))
         self.hashes[stage.name] = digest
         done = None if self.fresh else self._load(self._marker(stage.name))
         if done and done.get("hash") == digest and all(Path(p).exists() for p in done.get("artifacts", {}).values()):
+            return digest, done
+        return digest, None
+
+    def peek(self, stage: Stage) -> dict[str, Any] | None:
+        """Register a stage that is not run now (``--only``): its fingerprint and, if finished, its record."""
+        _, done = self._finished(stage)
+        if done:
+            self.records[stage.name] = {**done, "status": "reused"}
+        return done
+
+    def run(self, stage: Stage) -> dict[str, Any]:
+        digest, done = self._finished(stage)
+        if done:
             log.info("[%s] reused (finished %s, took %.1fs)", stage.name, done.get("finished_at"), done["seconds"])
             self.records[stage.name] = {**done, "status": "reused"}
             return self.records[stage.name]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -154,8 +155,29 @@ class ProjectorLrTrainer(Trainer):
 
 
 # ---------------------------------------------------------------- one stage
+def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
+    """Pre-configure accelerate for a DeepSpeed launch on CPU; True if done.
+
+    Without CUDA, accelerate 1.15 picks no backend for a DeepSpeed launch and reports ONE process
+    per rank (every rank then thinks it is rank 0 and sees all data). A PartialState built with
+    the gloo backend counts ranks correctly; TrainingArguments then reuses it.
+    """
+    if not deepspeed or torch.cuda.is_available() or os.environ.get("LOCAL_RANK") is None:
+        return False
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    return True
+
+
 def _training_args(cfg: LlavaConfigFile, stage: int, sc: StageConfig, deepspeed: str | None) -> TrainingArguments:
+    configured = _configure_cpu_deepspeed(deepspeed)
     return TrainingArguments(
+        accelerator_config={"use_configured_state": True} if configured else None,
         output_dir=str(Path(cfg.output_dir) / f"stage{stage}"), per_device_train_batch_size=sc.batch_size,
         gradient_accumulation_steps=sc.grad_accum, learning_rate=sc.lr, num_train_epochs=sc.epochs,
         max_steps=sc.max_steps, lr_scheduler_type=sc.scheduler, warmup_steps=sc.warmup_ratio,

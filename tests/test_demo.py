@@ -1,0 +1,91 @@
+"""The offline demo: stage reuse logic, and every stage end to end on configs/demo_ci.yaml."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from llava_address.app.stages import Stage, StageOutput, StageRunner
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["data", "clip", "clip_eval", "qa", "llava_stage1", "llava_stage2", "llava_eval", "chat"]
+
+
+def _demo_main():
+    spec = importlib.util.spec_from_file_location("script_demo", REPO / "scripts" / "demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_stage_runner_reuses_reruns_and_resumes(tmp_path):
+    calls: list[tuple[str, bool]] = []
+    art = tmp_path / "a.txt"
+
+    def make(name: str, fail: bool = False):
+        def run(resume: bool) -> StageOutput:
+            calls.append((name, resume))
+            if fail:
+                raise RuntimeError("killed")
+            art.write_text("x")
+            return StageOutput({"n": 1}, {"a": str(art)})
+        return run
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("x: 1\n")
+    r = StageRunner(tmp_path / "out")
+    assert r.run(Stage("a", make("a"), {"k": 1}, (str(cfg_file),)))["status"] == "ran"
+    assert r.run(Stage("b", make("b"), {}, (), ("a",)))["status"] == "ran"
+    r = StageRunner(tmp_path / "out")
+    assert r.run(Stage("a", make("a"), {"k": 1}, (str(cfg_file),)))["status"] == "reused"
+    cfg_file.write_text("x: 2\n")  # the referenced file's contents count, and flow downstream
+    r = StageRunner(tmp_path / "out")
+    assert r.run(Stage("a", make("a"), {"k": 1}, (str(cfg_file),)))["status"] == "ran"
+    assert r.run(Stage("b", make("b"), {}, (), ("a",)))["status"] == "ran"
+    art.unlink()  # a lost artefact reruns the stage
+    assert StageRunner(tmp_path / "out").run(Stage("a", make("a"), {"k": 1}, (str(cfg_file),)))["status"] == "ran"
+    with pytest.raises(RuntimeError):  # killed: no done marker, the next run resumes
+        StageRunner(tmp_path / "out").run(Stage("c", make("c", fail=True), {"v": 1}))
+    StageRunner(tmp_path / "out").run(Stage("c", make("c"), {"v": 1}))
+    StageRunner(tmp_path / "out").run(Stage("c", make("c"), {"v": 2}, ()))
+    assert calls[-3:] == [("c", False), ("c", True), ("c", False)]
+    assert StageRunner(tmp_path / "out", fresh=True).run(Stage("c", make("c"), {"v": 2}))["status"] == "ran"
+
+
+@pytest.mark.slow
+def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
+    main, out = _demo_main(), tmp_path / "demo"
+    args = ["--config", str(REPO / "configs/demo_ci.yaml"), "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["stages"]) == STAGES
+    assert all(s["status"] == "ran" for s in summary["stages"].values())
+    m = {k: v["metrics"] for k, v in summary["stages"].items()}
+    assert m["data"]["images_test"] > 0 and m["data"]["sub_streets"] > 1
+    for key in ("SSA-1", "SSA-5", "SA-1", "SA-5"):
+        assert 0.0 <= m["clip_eval"][key] <= 1.0
+    assert m["clip_eval"]["median_error_m"] >= 0
+    assert m["qa"]["dialogues"] > 0
+    assert m["llava_stage1"]["global_step"] == 2 and m["llava_stage2"]["global_step"] == 2
+    for key in ("SSA-1", "SA-1"):
+        assert 0.0 <= m["llava_eval"][key] <= 1.0
+    assert [t["question"] for t in m["chat"]["turns"]] == ["Where was this photo taken?", "Which street is it on?"]
+    assert len(m["chat"]["candidates"]) == 3
+    for name in ("dataset", "clip_model", "llava_export", "chat_image"):
+        assert Path(summary["artifacts"][name]).exists(), name
+    assert (Path(summary["artifacts"]["llava_export"]) / "config.json").is_file()
+    assert "llava-address demo summary" in printed and "SSA-1" in printed
+    assert all((out / "stages" / f"{s}.json").is_file() for s in STAGES)
+
+    assert main(args) == 0  # second run: every stage reused from its marker
+    again = json.loads((out / "summary.json").read_text())
+    assert all(s["status"] == "reused" for s in again["stages"].values())
+    assert again["stages"]["clip_eval"]["metrics"] == m["clip_eval"]
+
+    assert main(args + ["--set", "chat.max_new_tokens=6"]) == 0  # only the changed stage reruns
+    third = json.loads((out / "summary.json").read_text())
+    assert {n for n, s in third["stages"].items() if s["status"] == "ran"} == {"chat"}
