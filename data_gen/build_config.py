@@ -20,7 +20,7 @@ class ProceduralConfig(StrictModel):
     seed: int = 0
     size_m: float = Field(1500.0, gt=100, description="side of the square city (m)")
     block_m: float = Field(120.0, gt=10, description="typical block edge (m)")
-    n_districts: int = Field(5, ge=0)
+    n_districts: int = Field(5, ge=1)
     extra: dict[str, Any] = Field(default_factory=dict, description="more make_procedural_city kwargs")
 
 
@@ -43,6 +43,8 @@ class SamplingConfig(StrictModel):
     gps_noise_m: float = Field(3.0, ge=0, description="std of the simulated GPS error (m)")
     images_per_point: int = Field(1, ge=1, description="views rendered per sampled point")
     max_images: int | None = Field(None, ge=1, description="random subsample of points to stay under this")
+    unaddressable_spacing_m: float | None = Field(
+        None, gt=0, description="also sample unnamed/service ways this sparsely (cleaning must drop them)")
     dedupe_m: float = Field(1.0, ge=0, description="sampled points closer than this are duplicates")
     outside_margin_m: float = Field(200.0, ge=0, description="imported points farther outside the map are dropped")
     seed: int = 0
@@ -51,8 +53,8 @@ class SamplingConfig(StrictModel):
 class RenderConfig(StrictModel):
     size: int = Field(96, ge=16, le=512, description="square image side (px)")
     seed: int = 0
-    n_zones: int = Field(6, ge=1, description="style zones when the map has no districts")
-    field_wavelength_m: tuple[float, float] = (400.0, 1600.0)
+    n_zones: int = Field(12, ge=1, description="Voronoi style zones (mixed with district styles)")
+    field_wavelength_m: tuple[float, float] = Field((250.0, 1000.0), description="smooth-field wavelengths (m)")
     workers: int = Field(1, ge=1, description="render processes (multiprocessing Pool)")
     jpeg_quality: int = Field(92, ge=50, le=100)
 

@@ -21,12 +21,11 @@ import shapely
 from tqdm.auto import tqdm
 
 from data_gen.build_config import BuildConfig
-from data_gen.contract import (ADDRESSES_FILE, MANIFEST_FILE, NETWORK_FILE, STATS_FILE, AddressVocabulary,
-                               write_addresses, write_manifest)
+from data_gen.contract import ADDRESSES_FILE, MANIFEST_FILE, NETWORK_FILE, STATS_FILE
 from data_gen.road_network import RoadNetwork
 from data_gen.splits import assign_splits
 from llava_address.common.config import dump_config
-from llava_address.common.io import atomic_dir, atomic_write_json
+from llava_address.common.io import atomic_dir
 
 __all__ = ["build_dataset", "load_network", "Points"]
 
@@ -72,7 +71,7 @@ def _synth_points(cfg: BuildConfig, net: RoadNetwork, dropped: Counter) -> Point
     from data_gen.synthcity.sampling import sample_points
 
     s = cfg.sampling
-    sp = sample_points(net, s.spacing_m, s.seed)
+    sp = sample_points(net, s.spacing_m, s.seed, s.unaddressable_spacing_m)
     rng = np.random.default_rng(s.seed + 1)
     df = pd.DataFrame({"tx": sp.x, "ty": sp.y, "dx": sp.dx, "dy": sp.dy, "street_true": sp.street,
                        "highway": sp.highway})

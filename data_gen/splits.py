@@ -78,11 +78,10 @@ def assign_splits(group: np.ndarray, s: np.ndarray, x: np.ndarray, y: np.ndarray
         # one held-out stretch per sub-street; its label balances val/test by points so far
         lab_held = "val" if (fv > 0 and (ft == 0 or held_pts["val"] / fv <= held_pts["test"] / ft)) else "test"
         h = b + (fv + ft) * (length - 2 * b)  # after dropping b/2 at both cuts, share ~= fv + ft
-        u = rng.random()
-        q = ((s[idx] - lo) / length - u) % 1.0
-        lab = np.where(q < h / length, lab_held, "train").astype(object)
+        a = lo + rng.uniform(0, length - h)  # stretch [a, a + h], never wrapping around
+        lab = np.where((s[idx] >= a) & (s[idx] <= a + h), lab_held, "train").astype(object)
         near = np.zeros(len(idx), bool)
-        for c in (lo + u * length, lo + ((u + h / length) % 1.0) * length):
+        for c in (a, a + h):
             if lo + 1e-6 < c < hi - 1e-6:  # a cut at the very end of the piece is no boundary
                 near |= np.abs(s[idx] - c) < b / 2
         out[idx] = np.where(near, "", lab)

@@ -16,19 +16,20 @@ import sys
 
 from llava_address.app.chat_session import (DEFAULT_QUESTION, ChatSession, ImageInputError,
                                             ModelLoadError, format_candidates, load_assistant, load_locator)
+from llava_address.app.demo_pipeline import demo_artifact
 
-DEFAULT_MODEL = "outputs/demo/llava_export"
-DEFAULT_CLIP = "outputs/demo/clip"
+DEMO_OUT = "outputs/demo"
 HELP = "commands: /image PATH (switch photo), /candidates (show them again), /quit"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--image", required=True, help="a JPEG/PNG street photo")
-    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"LLaVA export dir (default {DEFAULT_MODEL})")
-    ap.add_argument("--clip", default=DEFAULT_CLIP, help=f"AddressCLIP checkpoint dir (default {DEFAULT_CLIP})")
+    ap.add_argument("--model", help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
+    ap.add_argument("--clip", help=f"AddressCLIP checkpoint dir (default: the demo's, {DEMO_OUT}/clip/model)")
     ap.add_argument("--question", help="ask this once and exit (default: interactive chat)")
-    ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates to list; 0 = none, no --clip needed")
+    ap.add_argument("--candidates", type=int, default=5,
+                    help="AddressCLIP candidates to list (0: none, no --clip needed)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return ap.parse_args(argv)
@@ -80,13 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the chat output clean
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    model = args.model or demo_artifact("llava_export", DEMO_OUT)
+    clip = args.clip or demo_artifact("clip_model", DEMO_OUT)
     try:
-        assistant = load_assistant(args.model)
-        locator = load_locator(args.clip) if args.candidates > 0 else None
+        assistant = load_assistant(model)
+        locator = load_locator(clip) if args.candidates > 0 else None
         session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens)
         session.set_image(args.image)
     except (ImageInputError, ModelLoadError) as exc:

@@ -1,4 +1,4 @@
-"""deepspeed scripts/train_llava.py --config configs/llava/llava_tiny.yaml --stage 1 [--deepspeed configs/deepspeed/zero2.json]
+"""deepspeed scripts/train_llava.py --config configs/llava/llava_tiny.yaml --stage 1|2|"1 2" [--deepspeed configs/deepspeed/zero2.json]
 
 Train LLaVA stage 1 (projector alignment) or stage 2 (LoRA / full LM + projector on address QA).
 Also runs without a launcher: ``python scripts/train_llava.py --config ... --stage 2``.
@@ -18,7 +18,8 @@ from llava_address.common.config import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML run config (configs/llava/*.yaml)")
-    p.add_argument("--stage", type=int, choices=(1, 2), required=True, help="1 = projector, 2 = LoRA/full LM")
+    p.add_argument("--stage", type=int, choices=(1, 2), nargs="+", required=True,
+                   help="1 = projector, 2 = LoRA/full LM; '--stage 1 2' runs both in one launch")
     p.add_argument("--deepspeed", default=None, help="DeepSpeed JSON (configs/deepspeed/zero2.json|zero3.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set stage2.lr=1e-4 (repeatable)")
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        record = train_stage(cfg, args.stage, deepspeed=args.deepspeed, resume=not args.no_resume)
+        records = [train_stage(cfg, stage, deepspeed=args.deepspeed, resume=not args.no_resume)
+                   for stage in sorted(set(args.stage))]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-    print(json.dumps(record))
+    for record in records:
+        print(json.dumps(record))
     return 0
 
 

@@ -23,26 +23,30 @@ DEMO = "outputs/demo"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    ap.add_argument("--model", default=f"{DEMO}/llava_export", help="LLaVA export dir")
-    ap.add_argument("--clip", default=f"{DEMO}/clip", help="AddressCLIP checkpoint dir")
-    ap.add_argument("--data", default=f"{DEMO}/data", help="dataset dir (map, example photos, ground truth)")
+    ap.add_argument("--model", help=f"LLaVA export dir (default: the demo's, {DEMO}/llava/export)")
+    ap.add_argument("--clip", help=f"AddressCLIP checkpoint dir (default: the demo's, {DEMO}/clip/model)")
+    ap.add_argument("--data", help=f"dataset dir: map, example photos, ground truth (default {DEMO}/data)")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 exposes it on the network)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates shown")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--max-upload-mb", type=float, default=10.0)
+    ap.add_argument("--max-upload-mb", type=float, default=10.0, help="larger photos get a message, not a run")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from llava_address.app.demo_pipeline import demo_artifact
     from llava_address.app.web import launch
 
-    data = args.data if os.path.isdir(args.data) else None
-    if data is None:
-        logging.warning("dataset %s not found: the page will have no map and no examples", args.data)
-    backend = WebBackend(args.model, args.clip, data, k=args.candidates, max_new_tokens=args.max_new_tokens,
+    data = args.data or str(demo_artifact("dataset", DEMO))
+    if not os.path.isdir(data):
+        logging.warning("dataset %s not found: the page will have no map and no examples", data)
+        data = None
+    model = args.model or demo_artifact("llava_export", DEMO)
+    clip = args.clip or demo_artifact("clip_model", DEMO)
+    backend = WebBackend(model, clip, data, k=args.candidates, max_new_tokens=args.max_new_tokens,
                          max_image_bytes=int(args.max_upload_mb * 2**20))
     for note in backend.notes:
         logging.warning(note)

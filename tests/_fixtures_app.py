@@ -34,7 +34,9 @@ def _dataset(out: Path) -> Path:
     from data_gen.builder import build_dataset
     from llava_address.common.config import load_config
 
-    cfg = load_config(REPO / "configs/data/tiny.yaml", BuildConfig)
+    # denser sampling + narrow split buffer: the tiny city then keeps a held-out test split
+    cfg = load_config(REPO / "configs/data/tiny.yaml", BuildConfig,
+                      ["sampling.spacing_m=10", "sampling.max_images=400", "splits.buffer_m=2", "splits.min_points=4"])
     return build_dataset(cfg, out)
 
 

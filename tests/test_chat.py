@@ -92,7 +92,8 @@ def test_missing_image_and_missing_model(app, chat_main, tmp_path, capsys):
     rc = chat_main(["--image", str(photo), "--model", str(tmp_path / "no_model"), "--question", "hi"])
     err = capsys.readouterr().err
     assert rc == 2 and "LLaVA model not found" in err and "no_model" in err
-    rc = chat_main(_args(app, photo, "--question", "hi")[:4] + ["--clip", str(tmp_path / "no_clip"), "--question", "hi"])
+    rc = chat_main(["--image", str(photo), "--model", str(app.llava), "--clip", str(tmp_path / "no_clip"),
+                    "--question", "hi"])
     assert rc == 2 and "AddressCLIP model not found" in capsys.readouterr().err
 
 

@@ -72,7 +72,15 @@ def test_all_losses_off_is_rejected():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    for p in sorted((Path(__file__).resolve().parents[1] / "configs" / "clip").glob("*.yaml")):
+    from llava_address.clip.table import TableConfig
+    from llava_address.common.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    for p in sorted((root / "configs" / "clip").glob("*.yaml")):
         if p.name == "table.yaml":
-            continue
-        load_clip_config(p)
+            table = load_config(p, TableConfig)
+            assert len(table.variants) == 5 and len(table.seeds) >= 3
+            for v in table.variants:  # every variant's overrides are valid for the base config
+                load_clip_config(root / table.base_config, [*table.overrides, *v.overrides])
+        else:
+            load_clip_config(p)

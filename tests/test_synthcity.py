@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from shapely.geometry import LineString
 
 from data_gen.road_network import LocalProjection, RoadNetwork, Way
@@ -93,3 +94,23 @@ def test_sample_points_along_addressable_ways_only():
     assert np.allclose(sp.y, 0) and np.allclose(sp.dx, 1) and np.allclose(sp.dy, 0)
     with pytest.raises(ValueError, match="no addressable"):
         sample_points(RoadNetwork("e", LocalProjection(60, 25), [net.ways[2]]), 10.0)
+
+
+@pytest.mark.slow
+def test_render_pool_is_worker_count_independent(tmp_path):
+    import pandas as pd
+
+    from data_gen.build_config import RenderConfig
+    from data_gen.synthcity.render_pool import render_to_files
+
+    n = 24
+    df = pd.DataFrame({"tx": np.linspace(0, 500, n), "ty": np.zeros(n), "dx": np.ones(n), "dy": np.zeros(n),
+                       "street_true": ["A St"] * n, "highway": ["primary"] * n, "district": [""] * n})
+    outs = []
+    for w in (1, 2):
+        d = tmp_path / f"w{w}"
+        d.mkdir()
+        rel, caps = render_to_files(RenderConfig(size=48, workers=w), (0, 0, 500, 500), df, d, chunk=5)
+        outs.append(([np.asarray(Image.open(tmp_path / f"w{w}" / r.split("/")[1])) for r in rel], caps))
+    assert outs[0][1] == outs[1][1] and len(outs[0][1]) == n
+    assert all(np.array_equal(a, b) for a, b in zip(outs[0][0], outs[1][0]))

@@ -1,6 +1,6 @@
 """The web app end to end in headless Chromium (Playwright driving Debian's /usr/bin/chromium).
 
-Serves the Gradio page on 127.0.0.1 (free port, in-process thread) with tiny models, uploads a
+Serves the Gradio page (scripts/web.py in a subprocess, 127.0.0.1, free port) with tiny models, uploads a
 generated photo, checks the answer, candidates and map appear, asks a follow-up, checks a bad
 upload gives a message in the page, and saves screenshots (tests/artifacts/ or $PYTEST_ARTIFACTS,
 one copied to docs/web_screenshot.png for the README).
@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,15 +44,37 @@ def _artifact_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from llava_address.app.web import launch
-    from llava_address.app.web_backend import WebBackend
-
+    """scripts/web.py in a subprocess on a free port (the real entry point, offline env)."""
     app = tiny_app(tmp_path_factory.getbasetemp() / "tiny_app")
-    backend = WebBackend(app.llava, app.clip, app.data, k=3, max_new_tokens=8, max_image_bytes=200_000)
     port = _free_port()
-    demo = launch(backend, port=port, block=False)
-    yield f"http://127.0.0.1:{port}/", app
-    demo.close()
+    log = tmp_path_factory.mktemp("web") / "server.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, str(REPO / "scripts" / "web.py"), "--model", str(app.llava), "--clip", str(app.clip),
+           "--data", str(app.data), "--port", str(port), "--candidates", "3", "--max-new-tokens", "8",
+           "--max-upload-mb", "0.2"]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"web.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if urllib.request.urlopen(url, timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"web.py did not serve {url} in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, app
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +133,10 @@ def test_upload_answer_map_and_follow_up(page, server):
     assert users.count() == 2 and bots.count() == 2
     assert "Which street is it on?" in users.nth(1).inner_text()
     assert bots.nth(1).inner_text().strip()  # the follow-up got a (random-model) reply
+    page.get_by_text("Activation map: where does the model see an address?").click()
+    page.fill("#act_query textarea", row["sub_street"])
+    page.click("#act_show")
+    page.wait_for_selector("#act_map img")
     shot = _artifact_dir() / "web_answer.png"
     page.screenshot(path=str(shot), full_page=True)
     (REPO / "docs").mkdir(exist_ok=True)
@@ -124,7 +154,7 @@ def test_generated_photo_then_bad_uploads_give_messages(page, server, tmp_path):
     bad.write_text("not a photo")
     _upload(page, url, bad)
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('not a readable image')")
-    big = noise_photo(tmp_path / "huge.png", size=400)  # > the 200 kB limit set for this server
+    big = noise_photo(tmp_path / "huge.png", size=400)  # > the 0.2 MB limit set for this server
     _upload(page, url, big)
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('the limit is')")
     assert page.input_value("#answer textarea") == ""

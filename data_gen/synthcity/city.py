@@ -50,13 +50,13 @@ class SynthCity:
     """
 
     def __init__(self, seed: int = 0, bounds: tuple[float, float, float, float] = (0, 0, 1500, 1500),
-                 n_zones: int = 6, field_wavelength_m: tuple[float, float] = (400.0, 1600.0)):
+                 n_zones: int = 12, field_wavelength_m: tuple[float, float] = (250.0, 1000.0)):
         self.seed = int(seed)
         lo, hi = field_wavelength_m
         mk = lambda k: SmoothField(stable_hash(seed, k) % 2**32, 8, lo, hi)  # noqa: E731
         self.f_hue, self.f_light, self.f_height = mk("hue"), mk("light"), mk("height")
         self.f_tree, self.f_shop, self.f_width = mk("tree"), mk("shop"), mk("width")
-        self.f_sat = mk("sat")
+        self.f_sat, self.f_mix = mk("sat"), mk("mix")
         rng = np.random.default_rng(stable_hash(seed, "zones") % 2**32)
         minx, miny, maxx, maxy = bounds
         self.zone_xy = np.c_[rng.uniform(minx, maxx, n_zones), rng.uniform(miny, maxy, n_zones)]
@@ -69,8 +69,9 @@ class SynthCity:
         return ViewContext(self, float(x), float(y), dx / n, dy / n, street, highway, district)
 
     def style_at(self, x: float, y: float, district: str = "") -> DistrictStyle:
-        """Named district -> hashed style; otherwise nearest style-zone centre (Voronoi)."""
-        if district:
+        """Nearest style-zone centre (Voronoi); a named district's hashed style where the smooth
+        ``f_mix`` field is high, so districts differ but are not uniform inside."""
+        if district and self.f_mix(x, y) > 0.4:  # districts dominate but mix with zone styles
             if district not in self._district_style:
                 self._district_style[district] = STYLES[stable_hash(self.seed, "district", district) % len(STYLES)]
             return self._district_style[district]

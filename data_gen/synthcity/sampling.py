@@ -32,17 +32,26 @@ class SampledPoints:
         return SampledPoints(*(a[idx] for a in (self.x, self.y, self.dx, self.dy, self.street, self.highway)))
 
 
-def sample_points(network: RoadNetwork, spacing_m: float, seed: int = 0) -> SampledPoints:
-    """Points every ``spacing_m`` along each addressable way (random start offset per way)."""
+def sample_points(network: RoadNetwork, spacing_m: float, seed: int = 0,
+                  unaddressable_spacing_m: float | None = None) -> SampledPoints:
+    """Points every ``spacing_m`` along each addressable way (random start offset per way).
+
+    With ``unaddressable_spacing_m``, unnamed/service ways are sampled too (sparser): real
+    photo dumps contain shots from alleys and footpaths, which the cleaning vote must drop
+    or snap to a nearby named street — so the synthetic build exercises that path as well.
+    """
     if spacing_m <= 0:
         raise ValueError(f"spacing_m must be > 0, got {spacing_m}")
     rng = np.random.default_rng(seed)
-    ways = [w for w in network.ways if w.addressable and w.geometry.length > 0]
+    ways = [(w, spacing_m) for w in network.ways if w.addressable and w.geometry.length > 0]
     if not ways:
         raise ValueError(f"road network {network.name!r} has no addressable (named, non-service) streets")
+    if unaddressable_spacing_m:
+        ways += [(w, unaddressable_spacing_m) for w in network.ways
+                 if not w.addressable and w.geometry.length > 0]
     geoms, dists, names, hws = [], [], [], []
-    for w in ways:
-        d = np.arange(rng.uniform(0, min(spacing_m, w.geometry.length)), w.geometry.length, spacing_m)
+    for w, sp in ways:
+        d = np.arange(rng.uniform(0, min(sp, w.geometry.length)), w.geometry.length, sp)
         geoms.extend([w.geometry] * len(d))
         dists.append(d)
         names.extend([w.name] * len(d))

@@ -67,7 +67,8 @@ class _Demo:
         from data_gen.contract import read_addresses, read_manifest
 
         df, vocab = read_manifest(self.data), read_addresses(self.data)
-        metrics = {"images": int(len(df)), **{f"images_{s}": int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+        per_split = {f"images_{s}": int((df["split"] == s).sum()) for s in ("train", "val", "test")}
+        metrics = {"images": int(len(df)), **per_split,
                    "sub_streets": len(vocab.sub_street), "streets": len(vocab.street), "districts": len(vocab.district)}
         dropped = stats.get("dropped")
         if isinstance(dropped, dict):
@@ -113,7 +114,8 @@ class _Demo:
         qa_all = stats["qa"].get("all", {})
         metrics = {"dialogues": qa_all.get("dialogues"), "turns": qa_all.get("turns_total"),
                    "align_pairs": stats.get("stage1", {}).get("all", {}).get("dialogues")}
-        return StageOutput(metrics, {"qa_json": str(self.qa_dir / "qa.json"), "align_json": str(self.qa_dir / "align.json")})
+        return StageOutput(metrics, {"qa_json": str(self.qa_dir / "qa.json"),
+                                     "align_json": str(self.qa_dir / "align.json")})
 
     # ---- LLaVA ------------------------------------------------------------------------------
     def llava_config(self):
@@ -141,11 +143,14 @@ class _Demo:
         from llava_address.llava.evaluate import evaluate_generative
 
         ec = self.cfg.llava_eval
-        out = self.out / "llava_eval"
-        metrics = evaluate_generative(self.export, self.data, split=ec.split, max_images=ec.max_images,
-                                      max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size, out_dir=out)
-        return StageOutput({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                           {"llava_eval": str(out)})
+        out = self.out / "llava_eval" / f"eval_{ec.split}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        metrics = evaluate_generative(self.export, self.data, split=ec.split, question=self.cfg.chat.question,
+                                      batch_size=ec.batch_size, max_samples=ec.max_images,
+                                      max_new_tokens=ec.max_new_tokens, out_json=out)
+        nums = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        print("\n" + _metrics_table(nums, f"LLaVA (generated answers) / {ec.split}"), flush=True)
+        return StageOutput(nums, {"llava_eval": str(out)})
 
     # ---- chat -------------------------------------------------------------------------------
     def chat_stage(self, resume: bool) -> StageOutput:
@@ -211,11 +216,17 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, fresh: bool = False, only: tu
             print(f"=== {st.name}: {rec['status']} ({rec['seconds']:.1f}s) ===", flush=True)
     summary = {"out_dir": str(out), "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
                "stage_seconds_total": round(sum(r["seconds"] for r in runner.records.values()), 1),
-               "stages": {n: {k: r[k] for k in ("status", "seconds", "metrics", "artifacts", "finished_at")}
+               "stages": {n: {k: r.get(k) for k in ("status", "seconds", "cpu_seconds", "metrics", "artifacts",
+                                                    "finished_at")}
                           for n, r in runner.records.items()},
                "artifacts": runner.artifacts(), "config": cfg.model_dump()}
     atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _metrics_table(metrics: dict[str, float], title: str) -> str:
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
+    return f"### {title}\n\n| metric | value |\n|---|---|\n{rows}\n"
 
 
 def _fmt(v: Any) -> str:
@@ -227,15 +238,17 @@ def _fmt(v: Any) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable summary: per stage status, time and numbers; then artefact paths."""
     lines = ["", "=" * 72, "llava-address demo summary", "=" * 72,
-             f"{'stage':<14}{'status':<8}{'seconds':>9}  numbers"]
+             f"{'stage':<14}{'status':<8}{'seconds':>9}{'cpu s':>8}  numbers"]
     for name, rec in summary["stages"].items():
         nums = {k: v for k, v in rec["metrics"].items() if not isinstance(v, (list, dict))}
         text = ", ".join(f"{k}={_fmt(v)}" for k, v in nums.items())
-        lines.append(f"{name:<14}{rec['status']:<8}{rec['seconds']:>9.1f}  {text}")
+        cpu = rec.get("cpu_seconds")
+        lines.append(f"{name:<14}{rec['status']:<8}{rec['seconds']:>9.1f}{cpu if cpu is not None else '-':>8}  {text}")
     chat = summary["stages"].get("chat", {}).get("metrics", {})
     for turn in chat.get("turns", []):
         lines.append(f"  chat Q: {turn['question']}\n  chat A: {turn['answer']}")
-    lines += [f"stage time total: {summary['stage_seconds_total']:.1f}s; this run: {summary['wall_seconds_this_run']:.1f}s",
+    lines += [f"stage time total: {summary['stage_seconds_total']:.1f}s; "
+              f"this run: {summary['wall_seconds_this_run']:.1f}s",
               "", "artefacts:"]
     lines += [f"  {k:<16}{v}" for k, v in summary["artifacts"].items()]
     lines.append(f"  {'summary':<16}{Path(summary['out_dir']) / SUMMARY_FILE}")

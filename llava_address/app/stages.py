@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -104,13 +105,25 @@ class StageRunner:
         self._marker(stage.name).unlink(missing_ok=True)
         atomic_write_json(self._marker(stage.name, started=True), {"hash": digest, "started_at": _now()})
         log.info("[%s] running%s", stage.name, " (resuming a partial run)" if resume else "")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = stage.run(resume)
-        rec = {"hash": digest, "seconds": round(time.perf_counter() - t0, 1), "finished_at": _now(),
-               "metrics": out.metrics, "artifacts": {k: str(v) for k, v in out.artifacts.items()}}
+        rec = {"hash": digest, "seconds": round(time.perf_counter() - t0, 1),
+               "cpu_seconds": round(time.process_time() - c0, 1), "finished_at": _now(),
+               "metrics": _json_safe(out.metrics), "artifacts": {k: str(v) for k, v in out.artifacts.items()}}
         atomic_write_json(self._marker(stage.name), rec)
         self.records[stage.name] = {**rec, "status": "ran"}
         return self.records[stage.name]
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None, so markers and summary.json stay strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _now() -> str:

@@ -61,7 +61,8 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         chat[-1]["content"] = answer
         progress(0.9, desc="drawing the map")
         status = f"Done. True address (dataset label): **{truth.sub_street}**" if truth else "Done."
-        yield status, session.image, answer, cands, backend.render_map(session.predicted_address(), truth), chat, session
+        the_map = backend.render_map(session.predicted_address(), truth)
+        yield status, session.image, answer, cands, the_map, chat, session
 
     def follow_up(message: str, chat: list[dict[str, Any]], session: ChatSession | None) -> Iterator[tuple]:
         """One more question about the same photo, streamed into the chat."""

@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from llava_address.app.chat_session import (MAX_IMAGE_BYTES, Assistant, ChatSession, Locator, ModelLoadError,
-                                            load_assistant, load_image, load_locator)
+from llava_address.app.chat_session import (MAX_IMAGE_BYTES, Assistant, ChatSession, Locator, load_assistant,
+                                            load_image, load_locator)
 from llava_address.app.map_view import NetworkMap, load_network_map
 
 __all__ = ["Truth", "WebBackend"]

@@ -161,7 +161,12 @@ class AddressLocator:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         cands = check_candidates(self.default_candidates if candidates is None else candidates)
-        probs = self.scores(self.encode_images(list(images)), cands)
-        top = torch.topk(probs, min(k, len(cands)), dim=-1)
-        return [[(cands[j], float(p)) for p, j in zip(ps.tolist(), js.tolist())]
-                for ps, js in zip(top.values, top.indices)]
+        vals, idx = self.top_k(self.encode_images(list(images)), self.candidate_embeddings(cands), k)
+        return [[(cands[j], p) for p, j in zip(ps, js)] for ps, js in zip(vals.tolist(), idx.tolist())]
+
+    def top_k(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k softmax probabilities and indices without materialising the full softmax:
+        p = exp(logit - logsumexp(logits)); one matmul + topk + logsumexp."""
+        logits = float(self.model.logit_scale().detach()) * (image_embeds @ text_embeds.t())
+        top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
+        return torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True)), top.indices

@@ -1,6 +1,8 @@
 """AddressCLIP training loop with accelerate (DDP on GPUs or gloo on CPU, grad accumulation, resume).
 
 Launch: ``accelerate launch scripts/train_clip.py --config configs/clip/tiny.yaml`` (or plain python).
+Contrastive negatives come from one micro-batch on all processes (features are gathered); gradient
+accumulation sums gradients of per-micro-batch losses (log rows show the last micro-batch).
 Output folder:
     model/          HF checkpoint (see checkpoint.py), refreshed at every evaluation and at the end
     state/          accelerate save_state (weights, optimizer, scheduler, RNG) + trainer_state.json

@@ -165,7 +165,10 @@ def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
     if not deepspeed or torch.cuda.is_available() or os.environ.get("LOCAL_RANK") is None:
         return False
     from accelerate import PartialState
+    from accelerate.state import AcceleratorState
 
+    # what TrainingArguments does itself when it builds the state (a 2nd stage in the same launch)
+    AcceleratorState._reset_state(reset_partial_state=False)
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     try:
         PartialState(backend="gloo")
@@ -230,7 +233,7 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         for name, p in model.named_parameters():  # peft must not wake the tower up
             if "vision_tower" in name:
                 p.requires_grad_(False)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # before ZeRO partitions them
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     json_name = cfg.data.align_json if stage == 1 else cfg.data.qa_json
     dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,

@@ -1,0 +1,136 @@
+"""The comparison table: zero-shot, address-only, AddressCLIP full, w/o L_semantic, w/o L_geo.
+
+Every variant trains from the same base config on the same data, budget and seeds; only loss
+switches differ. Each (variant, seed) run writes ``result.json`` and is skipped when it exists,
+so an interrupted table resumes. Output: ``table.json`` (all runs + mean ± std) and ``table.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from llava_address.common.config import StrictModel, load_config
+from llava_address.common.io import atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["Variant", "TableConfig", "run_table", "summarise", "table_markdown"]
+
+log = logging.getLogger(__name__)
+COLUMNS = ("SSA-1", "SSA-5", "SA-1", "SA-5", "mean_error_m", "median_error_m")
+
+
+class Variant(StrictModel):
+    name: str
+    overrides: list[str] = Field(default_factory=list, description="--set style overrides of the base config")
+    train: bool = Field(True, description="False: evaluate the initial model zero-shot with address prompts")
+
+
+class TableConfig(StrictModel):
+    base_config: str = Field("configs/clip/synthcity_tiny.yaml", description="AddressCLIP config all runs share")
+    data: str = "data/synthcity_helsinki"
+    output_dir: str = "outputs/clip_table"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    splits: list[str] = Field(default_factory=lambda: ["test", "val"], min_length=1)
+    overrides: list[str] = Field(default_factory=list, description="applied to every variant (budget)")
+    jobs: int = Field(2, ge=1, description="runs in parallel (one torch thread each)")
+    variants: list[Variant] = Field(min_length=1)
+
+
+def _run_one(tc: dict[str, Any], variant: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One (variant, seed): train (or not) then evaluate every split. Runs in a worker process."""
+    import torch
+
+    from data_gen.contract import read_addresses
+    from llava_address.clip.checkpoint import candidates_payload
+    from llava_address.clip.config import load_clip_config
+    from llava_address.clip.evaluate import evaluate_locator
+    from llava_address.clip.locator import AddressLocator
+
+    torch.set_num_threads(1)
+    out = Path(tc["output_dir"]) / variant["name"] / f"seed{seed}"
+    done = out / "result.json"
+    if done.is_file():
+        return read_json(done)
+    cfg = load_clip_config(tc["base_config"], [*tc["overrides"], *variant["overrides"], f"train.seed={seed}",
+                                               "train.torch_threads=1"])
+    info: dict[str, Any] = {"variant": variant["name"], "seed": seed}
+    if variant["train"]:
+        from llava_address.clip.train import train
+
+        run = train(cfg, tc["data"], out)
+        loc = AddressLocator.from_pretrained(run["model_dir"])
+        info.update(steps=run["step"], images_per_s=run["images_per_s_mean"])
+    else:
+        from accelerate.utils import set_seed
+
+        from llava_address.clip.model import build_model
+        from llava_address.clip.train import text_corpus
+
+        set_seed(seed)
+        model = build_model(cfg.model, text_corpus(Path(tc["data"]), cfg.model.prompt))
+        loc = AddressLocator(model, candidates_payload(read_addresses(tc["data"]), cfg.model.prompt))
+    for split in tc["splits"]:
+        info[split], _ = evaluate_locator(loc, tc["data"], split, progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(done, info)
+    return info
+
+
+def summarise(runs: list[dict[str, Any]], splits: list[str]) -> dict[str, Any]:
+    """variant -> split -> metric -> {mean, std, values}."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        for split in splits:
+            for k in COLUMNS:
+                out.setdefault(r["variant"], {}).setdefault(split, {}).setdefault(k, []).append(r[split][k])
+    for v in out.values():
+        for split, cols in v.items():
+            for k, vals in cols.items():
+                cols[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                           "values": vals}
+    return out
+
+
+def table_markdown(summary: dict[str, Any], split: str, seeds: list[int], n_images: int | None = None) -> str:
+    head = "| variant | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
+    rows = []
+    for name, v in summary.items():
+        cells = []
+        for k in COLUMNS:
+            m, s = v[split][k]["mean"], v[split][k]["std"]
+            cells.append(f"{m:.0f} ± {s:.0f}" if "error" in k else f"{100 * m:.1f} ± {100 * s:.1f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    imgs = f", {n_images} images" if n_images else ""
+    return (f"#### split: {split} (mean ± std over seeds {seeds}{imgs}; accuracies in %, errors in m)\n\n"
+            + head + "\n".join(rows) + "\n")
+
+
+def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> dict[str, Any]:
+    tc = load_config(config, TableConfig, overrides)
+    if seeds:
+        tc.seeds = list(seeds)
+    out = Path(tc.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(v.model_dump(), s) for s in tc.seeds for v in tc.variants]
+    tcd = tc.model_dump()
+    if tc.jobs == 1:
+        runs = [_run_one(tcd, v, s) for v, s in jobs]
+    else:
+        with ProcessPoolExecutor(tc.jobs, mp_context=get_context("spawn")) as pool:
+            futs = [pool.submit(_run_one, tcd, v, s) for v, s in jobs]
+            runs = []
+            for f in futs:
+                runs.append(f.result())
+                log.info("done %s seed %s: test SSA-1 %.3f", runs[-1]["variant"], runs[-1]["seed"],
+                         runs[-1][tc.splits[0]]["SSA-1"])
+    summary = summarise(runs, tc.splits)
+    md = "\n".join(table_markdown(summary, sp, tc.seeds, int(runs[0][sp]["n_images"])) for sp in tc.splits)
+    atomic_write_json(out / "table.json", {"config": tcd, "summary": summary, "runs": runs})
+    atomic_write_text(out / "table.md", md)
+    return {"summary": summary, "markdown": md, "runs": runs}

@@ -1,0 +1,155 @@
+"""End-to-end dataset builds (tiny procedural SynthCity + imported geotagged photos)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.spatial import cKDTree
+
+from data_gen.build_config import BuildConfig
+from data_gen.builder import build_dataset, load_network
+from data_gen.contract import read_addresses, read_manifest
+from llava_address.common.config import ConfigError, load_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+TINY = "configs/data/tiny.yaml"
+
+
+def tiny_cfg(*overrides: str) -> BuildConfig:
+    return load_config(TINY, BuildConfig, ["render.workers=1", *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_dataset(tiny_cfg(), tmp_path_factory.mktemp("b") / "tiny")
+
+
+def test_tiny_dataset_follows_the_contract(tiny):
+    df = read_manifest(tiny)
+    voc = read_addresses(tiny)
+    stats = json.loads((tiny / "stats.json").read_text())
+    assert 150 <= len(df) <= 300 and set(df.split) == {"train", "val", "test"}
+    assert set(df.sub_street) == set(voc.sub_street)  # only addresses that have images
+    assert set(df.street) == set(voc.street) and set(df.district) - {""} == set(voc.district)
+    for sub, st in zip(df.sub_street, df.street):
+        assert voc.street_of(sub) == st
+    lat, lon = voc.midpoint(df.sub_street[0])
+    assert abs(lat - df.lat[0]) < 0.02 and abs(lon - df.lon[0]) < 0.02
+    assert all(c.startswith("a ") for c in df.caption)
+    im = Image.open(tiny / df.image[0])
+    assert im.size == (64, 64)
+    assert all((tiny / p).is_file() for p in df.image)
+    # stats add up
+    imgs = stats["images"]
+    assert imgs["kept"] == len(df) and imgs["sampled"] == imgs["kept"] + imgs["dropped_total"]
+    assert stats["splits"] == {s: int((df.split == s).sum()) for s in ("train", "val", "test")}
+    assert stats["classes"]["sub_street"]["all"] == len(voc.sub_street)
+    assert stats["sub_streets_without_train"] == 0
+    gj = json.loads((tiny / "network.geojson").read_text())
+    kinds = {f["properties"]["kind"] for f in gj["features"]}
+    assert {"way", "sub_street"} <= kinds
+    assert (tiny / "map.png").stat().st_size > 10_000 and (tiny / "build_config.yaml").is_file()
+
+
+def test_splits_are_spatially_disjoint(tiny):
+    df = read_manifest(tiny)
+    net = load_network(tiny_cfg())
+    x, y = net.projection.to_xy(df.lat.to_numpy(), df.lon.to_numpy())
+    tr = (df.split == "train").to_numpy()
+    d, _ = cKDTree(np.c_[x[tr], y[tr]]).query(np.c_[x[~tr], y[~tr]])
+    assert d.min() >= tiny_cfg().splits.buffer_m - 1e-6
+    assert set(df.sub_street[~tr]) <= set(df.sub_street[tr])  # closed set: held-out subs seen in train
+
+
+def test_rerun_skips_and_overwrite_reproduces(tiny, tmp_path):
+    before = (tiny / "manifest.parquet").stat().st_mtime_ns
+    assert build_dataset(tiny_cfg(), tiny) == tiny
+    assert (tiny / "manifest.parquet").stat().st_mtime_ns == before
+    other = build_dataset(tiny_cfg("sampling.max_images=120"), tmp_path / "again")
+    again = build_dataset(tiny_cfg("sampling.max_images=120"), tmp_path / "again", overwrite=True)
+    a = read_manifest(other)
+    assert again == other and len(a) <= 120
+
+
+def test_killed_build_leaves_no_complete_folder(tmp_path, monkeypatch):
+    import data_gen.builder as b
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(b, "_captions", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(tiny_cfg("sampling.max_images=60"), tmp_path / "ds")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_config_and_empty_map_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="sampling.spacing_m"):
+        tiny_cfg("sampling.spacing_m=-1")
+    with pytest.raises(ConfigError, match="importer.path"):
+        tiny_cfg("importer.kind=csv")
+    with pytest.raises(ConfigError, match="nonsense"):
+        tiny_cfg("render.nonsense=1")
+    osm = tmp_path / "empty.osm"
+    osm.write_text('<?xml version="1.0"?><osm version="0.6"><node id="1" lat="60" lon="24"/></osm>')
+    with pytest.raises(ValueError, match="no usable highway"):
+        build_dataset(tiny_cfg("map.source=osm", f"map.osm_path={osm}"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def _gps_jpeg(path, lat, lon, colour):
+    from test_importers import write_gps_jpeg
+    write_gps_jpeg(path, lat, lon, colour)
+
+
+@pytest.mark.parametrize("kind", ["exif_folder", "csv"])
+def test_real_photo_path_end_to_end(tmp_path, kind):
+    from data_gen.synthcity.sampling import sample_points
+
+    cfg = tiny_cfg()
+    net = load_network(cfg)
+    sp = sample_points(net, 15.0, seed=1)
+    lat, lon = net.projection.to_latlon(sp.x, sp.y)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rows = ["path,lat,lon"]
+    rng = np.random.default_rng(0)
+    for i in range(len(sp)):
+        _gps_jpeg(photos / f"p{i:04d}.jpg", lat[i], lon[i], tuple(int(v) for v in rng.integers(0, 255, 3)))
+        rows.append(f"photos/p{i:04d}.jpg,{lat[i]},{lon[i]}")
+    Image.new("RGB", (20, 20)).save(photos / "nogps.jpg")
+    rows.append("photos/nogps.jpg,,")
+    (photos / "trunc.jpg").write_bytes((photos / "p0000.jpg").read_bytes()[:200])
+    rows.append(f"photos/trunc.jpg,{lat[0]},{lon[0]}")
+    (photos / "dup.jpg").write_bytes((photos / "p0001.jpg").read_bytes())
+    rows.append(f"photos/dup.jpg,{lat[1]},{lon[1]}")
+    _gps_jpeg(photos / "far.jpg", lat[0] + 0.5, lon[0], "red")  # ~55 km outside the map
+    rows.append(f"photos/far.jpg,{lat[0] + 0.5},{lon[0]}")
+    (tmp_path / "photos.csv").write_text("\n".join(rows) + "\n")
+    path = photos if kind == "exif_folder" else tmp_path / "photos.csv"
+    cfg = tiny_cfg(f"importer.kind={kind}", f"importer.path={path}", "importer.resize=16")
+    out = build_dataset(cfg, tmp_path / "ds")
+    df = read_manifest(out)
+    stats = json.loads((out / "stats.json").read_text())
+    drop = stats["images"]["dropped"]
+    assert drop["no_gps"] == 1 and drop["corrupt_image"] == 1 and drop["duplicate"] == 1
+    assert drop["outside_map"] == 1
+    assert stats["images"]["sampled"] == len(sp) + 4
+    assert len(df) > 0.5 * len(sp) and set(df.caption) == {""}
+    assert all(min(Image.open(out / p).size) == 16 for p in df.image[:5])
+
+
+def test_script_main(tmp_path, capsys):
+    import sys
+    sys.path.insert(0, "scripts")
+    from build_dataset import main
+
+    out = tmp_path / "s"
+    assert main(["--config", TINY, "--out", str(out), "--set", "sampling.max_images=60",
+                 "--set", "render.workers=1"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"]["kept"] == len(read_manifest(out))
+    assert main(["--config", TINY, "--out", str(out), "--set", "sampling.spacing_m=oops"]) == 2
+    assert "sampling.spacing_m" in capsys.readouterr().err

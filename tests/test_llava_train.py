@@ -1,0 +1,155 @@
+"""Stage 1 / stage 2 training on the tiny fixture: what trains, what stays, export, resume, QLoRA."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoProcessor, LlavaForConditionalGeneration, TrainingArguments
+
+from _fixtures_llava import make_clip_dir, make_dataset, tiny_overrides
+from llava_address.llava.config import load_llava_config
+from llava_address.llava.data import LlavaCollator, LlavaJsonDataset
+from llava_address.llava.generate import LlavaAddressAssistant
+from llava_address.llava.train import PROJECTOR, ProjectorLrTrainer, apply_lora, freeze_for_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_llava  # noqa: E402
+
+CONFIG = ROOT / "configs" / "llava" / "llava_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def fixture_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llava")
+    return make_clip_dir(root / "clip"), make_dataset(root / "data"), root
+
+
+def _argv(clip, data, out, *extra: str) -> list[str]:
+    sets = tiny_overrides(clip, data, out) + ["stage1.warmup_ratio=0", "stage2.warmup_ratio=0"] + list(extra)
+    return ["--config", str(CONFIG)] + [a for s in sets for a in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(fixture_dirs):
+    """Both stages through the script's main(): stage 2 = LoRA, exported at the end."""
+    clip, data, root = fixture_dirs
+    out = root / "run"
+    assert train_llava.main(_argv(clip, data, out, "stage2.lora=true") + ["--stage", "1", "2"]) == 0
+    return out
+
+
+def test_stage1_changes_only_the_projector(trained_run):
+    base = load_file(str(trained_run / "base" / "model.safetensors"))
+    after = load_file(str(trained_run / "stage1" / "checkpoint-2" / "model.safetensors"))
+    assert base.keys() == after.keys()
+    changed = {k for k in base if not torch.equal(base[k], after[k])}
+    assert changed and all(PROJECTOR in k for k in changed)
+    assert any("linear_1" in k for k in changed) and any("linear_2" in k for k in changed)
+    proj = load_file(str(trained_run / "stage1" / "projector.safetensors"))
+    for k, v in proj.items():
+        assert torch.equal(v, after[next(n for n in after if n.endswith(f"{PROJECTOR}.{k}"))])
+    run = json.loads((trained_run / "stage1" / "run.json").read_text())
+    assert run["stage"] == 1 and run["global_step"] == 2 and run["deepspeed_enabled"] is False
+    assert run["trainable_params"] == sum(v.numel() for v in proj.values())
+
+
+def test_stage2_lora_step_changes_only_lora_and_projector(trained_run, fixture_dirs):
+    clip, data, _ = fixture_dirs
+    cfg = load_llava_config(CONFIG, tiny_overrides(clip, data, trained_run) + ["stage2.lora=true"])
+    base = trained_run / "base"
+    model = LlavaForConditionalGeneration.from_pretrained(base)
+    freeze_for_stage(model, 2)
+    model = apply_lora(model, cfg.stage2)
+    lora_names = [n for n, _ in model.named_parameters() if "lora_" in n]
+    assert lora_names and not any("vision_tower" in n for n in lora_names)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        set(lora_names) | {n for n, _ in model.named_parameters() if "modules_to_save" in n}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    processor = AutoProcessor.from_pretrained(base)
+    ds = LlavaJsonDataset(Path(cfg.data.dataset_dir) / "qa" / "qa.json", cfg.data.dataset_dir)
+    args = TrainingArguments(output_dir=str(trained_run / "unit"), max_steps=1, per_device_train_batch_size=4,
+                             learning_rate=1e-2, report_to=[], remove_unused_columns=False, save_strategy="no")
+    trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=ds, data_collator=LlavaCollator(processor),
+                                 projector_lr=3e-3)
+    trainer.train()
+    lrs = sorted(g["lr"] for g in trainer.optimizer.param_groups)
+    assert len(lrs) == 2 and lrs[0] < lrs[1]  # projector group has its own lr (scheduled, ratio kept)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any("lora_B" in n for n in changed)
+    assert any("modules_to_save" in n and PROJECTOR in n for n in changed)
+    assert all("lora_" in n or "modules_to_save" in n for n in changed), changed
+    assert not any("vision_tower" in n for n in changed)
+
+
+def test_export_loads_without_project_code_and_generates_the_same(trained_run):
+    from peft import PeftModel
+
+    export = trained_run / "export"
+    run = json.loads((trained_run / "stage2" / "run.json").read_text())
+    assert run["lora"] is True and run["export_dir"] == str(export)
+    base = LlavaForConditionalGeneration.from_pretrained(trained_run / "base")
+    unmerged = PeftModel.from_pretrained(base, str(trained_run / "stage2" / "adapter")).eval()
+    merged = LlavaForConditionalGeneration.from_pretrained(export).eval()
+    processor = AutoProcessor.from_pretrained(export)
+    assert processor.tokenizer.chat_template and "ASSISTANT:" in processor.tokenizer.chat_template
+    image = Image.open(next((trained_run.parent / "data" / "images").glob("2_*.png"))).convert("RGB")
+    msgs = [{"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": "Where was this photo taken?"}]}]
+    inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    with torch.no_grad():
+        a = unmerged.generate(**inputs, max_new_tokens=12, do_sample=False)
+        b = merged.generate(**inputs, max_new_tokens=12, do_sample=False)
+        la, lb = unmerged(**inputs).logits, merged(**inputs).logits
+    assert torch.equal(a, b)
+    assert torch.allclose(la, lb, atol=1e-4)
+    # the merged weights really contain the trained projector (not the base one)
+    adapter = load_file(str(trained_run / "stage2" / "adapter" / "adapter_model.safetensors"))
+    key = next(k for k in adapter if PROJECTOR in k and "linear_1.weight" in k)
+    assert torch.equal(merged.model.multi_modal_projector.linear_1.weight, adapter[key])
+    assistant = LlavaAddressAssistant(merged, processor)
+    text = assistant.answer(image, "Where was this photo taken?", max_new_tokens=12)
+    assert text == processor.decode(b[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    streamed = "".join(assistant.stream(image, "Where was this photo taken?", max_new_tokens=12))
+    assert streamed.strip() == text
+    follow = assistant.answer(image, "Which street is that?", history=[("Where was this photo taken?", text)],
+                              max_new_tokens=4)
+    assert isinstance(follow, str)
+
+
+def test_resume_from_checkpoint(fixture_dirs):
+    clip, data, root = fixture_dirs
+    out = root / "resume"
+    assert train_llava.main(_argv(clip, data, out, "stage1.max_steps=1") + ["--stage", "1"]) == 0
+    assert (out / "stage1" / "checkpoint-1").is_dir()
+    assert train_llava.main(_argv(clip, data, out, "stage1.max_steps=2") + ["--stage", "1"]) == 0
+    run = json.loads((out / "stage1" / "run.json").read_text())
+    assert run["resumed_from"].endswith("checkpoint-1") and run["global_step"] == 2
+
+
+def test_full_finetune_stage2_trains_the_lm(fixture_dirs):
+    clip, data, root = fixture_dirs
+    out = root / "full"
+    assert train_llava.main(_argv(clip, data, out, "stage2.lora=false") + ["--stage", "2"]) == 0
+    run = json.loads((out / "stage2" / "run.json").read_text())
+    assert run["lora"] is False and (out / "stage2" / "model" / "config.json").is_file()
+    base = load_file(str(out / "base" / "model.safetensors"))
+    exported = LlavaForConditionalGeneration.from_pretrained(out / "export").state_dict()
+    changed = {k for k in base if not torch.equal(base[k], exported[k])}
+    assert any("language_model" in k for k in changed) and any(PROJECTOR in k for k in changed)
+    assert not any("vision_tower" in k for k in changed)
+
+
+def test_bad_config_is_reported(fixture_dirs, capsys):
+    clip, data, root = fixture_dirs
+    assert train_llava.main(_argv(clip, data, root / "bad", "stage2.lora_r=0") + ["--stage", "2"]) == 2
+    assert "stage2.lora_r" in capsys.readouterr().err
+    assert train_llava.main(_argv(clip, data, root / "bad", "data.qa_json=missing.json") + ["--stage", "2"]) == 2
+    assert "LLaVA JSON not found" in capsys.readouterr().err
