@@ -229,6 +229,9 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
             log.info("dataset %s already complete; skipping (pass overwrite=True / --overwrite to rebuild)", out)
             return out
         raise FileExistsError(f"{out} exists but is not a complete dataset; pass overwrite=True to replace it")
+    if cfg.captions.kind == "scene" and cfg.importer.kind != "synthcity":
+        raise ValueError("captions.kind=scene needs SynthCity images (importer.kind=synthcity); "
+                         "use blip or none for real photos")
     t0 = time.time()
     dropped: Counter = Counter()
     net = load_network(cfg)

@@ -44,14 +44,14 @@ class BlipCaptioner:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 8,
                  max_new_tokens: int = 30, prompt: str | None = None):
-        from transformers import BlipForConditionalGeneration, BlipProcessor
-
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(
                 f"BLIP model directory {model_dir} has no config.json: download a BLIP captioning "
                 "checkpoint (e.g. Salesforce/blip-image-captioning-base) there first; nothing is "
                 "fetched at run time")
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
         self.processor = BlipProcessor.from_pretrained(model_dir, local_files_only=True)
         self.model = BlipForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).to(device).eval()
         self.device, self.batch_size, self.max_new_tokens, self.prompt = device, batch_size, max_new_tokens, prompt

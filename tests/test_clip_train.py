@@ -148,7 +148,7 @@ def test_run_table_smoke(data_dir, tmp_path):
     assert set(res["summary"]) == {"zero-shot", "address only"}
     md = (tmp_path / "t" / "table.md").read_text()
     assert "| zero-shot |" in md and "SSA-1" in md
-    log = pd.read_csv(tmp_path / "t" / "address only" / "seed0" / "log.csv")
+    log = pd.read_csv(tmp_path / "t" / "address_only" / "seed0" / "log.csv")
     assert "loss_semantic" not in log and "loss_geo" not in log  # the switches really switch
     again = run_table(tmp_path / "table.yaml")  # finished runs are reused, not retrained
     assert again["runs"] == res["runs"]

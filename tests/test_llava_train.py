@@ -79,8 +79,7 @@ def test_stage2_lora_step_changes_only_lora_and_projector(trained_run, fixture_d
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=ds, data_collator=LlavaCollator(processor),
                                  projector_lr=3e-3)
     trainer.train()
-    lrs = sorted(g["lr"] for g in trainer.optimizer.param_groups)
-    assert len(lrs) == 2 and lrs[0] < lrs[1]  # projector group has its own lr (scheduled, ratio kept)
+    assert sorted(trainer.lr_scheduler.base_lrs) == [3e-3, 1e-2]  # projector group has its own lr
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert any("lora_B" in n for n in changed)
     assert any("modules_to_save" in n and PROJECTOR in n for n in changed)
@@ -140,7 +139,7 @@ def test_full_finetune_stage2_trains_the_lm(fixture_dirs):
     assert train_llava.main(_argv(clip, data, out, "stage2.lora=false") + ["--stage", "2"]) == 0
     run = json.loads((out / "stage2" / "run.json").read_text())
     assert run["lora"] is False and (out / "stage2" / "model" / "config.json").is_file()
-    base = load_file(str(out / "base" / "model.safetensors"))
+    base = LlavaForConditionalGeneration.from_pretrained(out / "base").state_dict()
     exported = LlavaForConditionalGeneration.from_pretrained(out / "export").state_dict()
     changed = {k for k in base if not torch.equal(base[k], exported[k])}
     assert any("language_model" in k for k in changed) and any(PROJECTOR in k for k in changed)

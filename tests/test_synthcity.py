@@ -92,6 +92,8 @@ def test_sample_points_along_addressable_ways_only():
     sp = sample_points(net, 10.0, seed=0)
     assert len(sp) == 10 and set(sp.street) == {"Main St"}
     assert np.allclose(sp.y, 0) and np.allclose(sp.dx, 1) and np.allclose(sp.dy, 0)
+    sp2 = sample_points(net, 10.0, seed=0, unaddressable_spacing_m=25.0)
+    assert len(sp2) == 10 + 2 * 4 and set(sp2.street) == {"Main St", "", "Alley"}
     with pytest.raises(ValueError, match="no addressable"):
         sample_points(RoadNetwork("e", LocalProjection(60, 25), [net.ways[2]]), 10.0)
 

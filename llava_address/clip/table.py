@@ -8,6 +8,7 @@ so an interrupted table resumes. Output: ``table.json`` (all runs + mean ± std)
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -19,7 +20,7 @@ from pydantic import Field
 from llava_address.common.config import StrictModel, load_config
 from llava_address.common.io import atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["Variant", "TableConfig", "run_table", "summarise", "table_markdown"]
+__all__ = ["Variant", "TableConfig", "run_table", "summarise", "table_markdown", "slug"]
 
 log = logging.getLogger(__name__)
 COLUMNS = ("SSA-1", "SSA-5", "SA-1", "SA-5", "mean_error_m", "median_error_m")
@@ -42,6 +43,11 @@ class TableConfig(StrictModel):
     variants: list[Variant] = Field(min_length=1)
 
 
+def slug(name: str) -> str:
+    """Folder name for a variant: 'AddressCLIP w/o L_geo' -> 'AddressCLIP_w_o_L_geo'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "variant"
+
+
 def _run_one(tc: dict[str, Any], variant: dict[str, Any], seed: int) -> dict[str, Any]:
     """One (variant, seed): train (or not) then evaluate every split. Runs in a worker process."""
     import torch
@@ -53,7 +59,7 @@ def _run_one(tc: dict[str, Any], variant: dict[str, Any], seed: int) -> dict[str
     from llava_address.clip.locator import AddressLocator
 
     torch.set_num_threads(1)
-    out = Path(tc["output_dir"]) / variant["name"] / f"seed{seed}"
+    out = Path(tc["output_dir"]) / slug(variant["name"]) / f"seed{seed}"
     done = out / "result.json"
     if done.is_file():
         return read_json(done)

@@ -197,7 +197,7 @@ def _load_model(cfg: LlavaConfigFile, stage: int, sc: StageConfig, base: Path) -
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_DTYPES[cfg.model.dtype],
-            llm_int8_skip_modules=["vision_tower", PROJECTOR, "lm_head"])
+            llm_int8_skip_modules=[r".*vision_tower", rf".*{PROJECTOR}", "lm_head"])
     model = LlavaForConditionalGeneration.from_pretrained(base, **kw)
     if stage == 2:
         proj = Path(cfg.output_dir) / "stage1" / PROJECTOR_FILE
