@@ -123,6 +123,18 @@ def test_export_loads_without_project_code_and_generates_the_same(trained_run):
     assert isinstance(follow, str)
 
 
+def test_export_script_reexports_the_same_weights(trained_run, fixture_dirs):
+    import export_llava
+
+    clip, data, _ = fixture_dirs
+    again = trained_run.parent / "export_again"
+    sets = tiny_overrides(clip, data, trained_run) + ["stage2.lora=true"]
+    assert export_llava.main(["--config", str(CONFIG), "--out", str(again)] + [a for s in sets for a in ("--set", s)]) == 0
+    a = load_file(str(trained_run / "export" / "model.safetensors"))
+    b = load_file(str(again / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_from_checkpoint(fixture_dirs):
     clip, data, root = fixture_dirs
     out = root / "resume"
