@@ -80,8 +80,9 @@ def _load_text(text: str, tokenizer: PreTrainedTokenizerBase | None, tiny: dict 
         if tokenizer is None:
             raise ValueError("text='tiny' needs a tokenizer (train one with llava.tokenizer.train_tokenizer)")
         spec = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                    num_key_value_heads=4, max_position_embeddings=1024)
+                    max_position_embeddings=1024)
         spec.update(tiny or {})
+        spec.setdefault("num_key_value_heads", spec["num_attention_heads"])
         cfg = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                           tie_word_embeddings=False, **spec)

@@ -56,4 +56,5 @@ def export_from_stage2(cfg) -> Path:
     """The run layout's export: output_dir/stage2/{adapter|model} (+ base) -> output_dir/export."""
     out = Path(cfg.output_dir)
     trained = out / "stage2" / ("adapter" if cfg.stage2.lora else "model")
-    return export_llava(trained, out / "export", base_dir=out / "base", processor_dir=out / "base")
+    return export_llava(trained, out / "export", base_dir=out / "base", processor_dir=out / "base",
+                        dtype=getattr(torch, cfg.model.dtype))
