@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _show_candidates(session: ChatSession) -> None:
     if session.candidates:
-        print(f"AddressCLIP candidates (top-{len(session.candidates)}, score = cosine similarity):")
+        print(f"AddressCLIP candidates (top-{len(session.candidates)}; score = probability over all candidates):")
         print("\n".join(format_candidates(session.candidates)))
 
 

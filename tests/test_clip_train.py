@@ -152,3 +152,15 @@ def test_run_table_smoke(data_dir, tmp_path):
     assert "loss_semantic" not in log and "loss_geo" not in log  # the switches really switch
     again = run_table(tmp_path / "table.yaml")  # finished runs are reused, not retrained
     assert again["runs"] == res["runs"]
+
+
+def test_diagnostics(model_dir, data_dir):
+    from llava_address.clip.diagnostics import caption_information, geo_alignment
+    from llava_address.clip.locator import AddressLocator
+
+    cap = caption_information(data_dir, "test")
+    # fixture captions name the street colour + piece parity: seen captions give the street exactly
+    assert cap["caption_seen_in_train"] == 1.0 and cap["caption_acc_street"] == 1.0
+    assert 0 <= cap["caption_acc_sub_street"] < 1
+    geo = geo_alignment(AddressLocator.from_pretrained(model_dir), data_dir, "test")
+    assert -1 <= geo["spearman_feat_vs_geo"] <= 1 and geo["feat_dist_near_pairs"] < geo["feat_dist_all_pairs"]

@@ -98,3 +98,16 @@ def test_replace_tower_keeps_or_reinits_projector(clip_dir, tokenizer, tmp_path)
 def test_missing_clip_dir_is_a_clear_error(tmp_path, tokenizer):
     with pytest.raises(FileNotFoundError, match="CLIP checkpoint"):
         build_llava(tmp_path / "nothing", "tiny", tokenizer, tiny=TINY)
+
+
+def test_full_strategy_keeps_cls_token(clip_dir, tokenizer):
+    model, processor = build_llava(clip_dir, "tiny", tokenizer, tiny=TINY, vision_feature_layer=-1,
+                                   vision_feature_select_strategy="full")
+    assert model.config.image_seq_length == 5 and model.config.vision_feature_layer == -1
+    msgs = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (40, 40))},
+                                         {"type": "text", "text": "Where?"}]}]
+    inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    assert (inputs["input_ids"] == model.config.image_token_index).sum() == 5
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()

@@ -160,8 +160,10 @@ class ChatSession:
         result: dict[str, Any] = {}
         worker = threading.Thread(target=self._run, args=(question, streamer, result), daemon=True)
         worker.start()
-        streamed = []
+        streamed: list[str] = []
         for chunk in streamer:
+            if not streamed:  # the model continues "ASSISTANT:" with a space
+                chunk = chunk.lstrip()
             if chunk:
                 streamed.append(chunk)
                 yield chunk

@@ -121,8 +121,9 @@ class _Demo:
     def llava_config(self):
         from llava_address.llava.config import load_llava_config
 
+        qa = self.qa_dir.resolve()  # absolute: the LLaVA config resolves relative JSON paths under dataset_dir
         base = [f"output_dir={self.llava_dir}", f"model.clip_dir={self.clip_model}", f"data.dataset_dir={self.data}",
-                f"data.align_json={self.qa_dir / 'align.json'}", f"data.qa_json={self.qa_dir / 'qa.json'}"]
+                f"data.align_json={qa / 'align.json'}", f"data.qa_json={qa / 'qa.json'}"]
         return load_llava_config(self.cfg.llava.config, base + list(self.cfg.llava.overrides))
 
     def llava_stage(self, stage: int, resume: bool) -> StageOutput:
@@ -167,18 +168,19 @@ class _Demo:
                               max_new_tokens=cc.max_new_tokens)
         session.set_image(image)
         print(f"\nchat about held-out test image {image} (true address: {row['sub_street']})")
-        turns = []
+        turns, first_pred = [], None
         for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
             print(f"Q: {q}\nA: ", end="", flush=True)
             a = session.ask(q, on_text=lambda t: print(t, end="", flush=True))
             print()
             turns.append({"question": q, "answer": a})
+            first_pred = first_pred or session.predicted_address()
         from llava_address.app.chat_session import format_candidates
 
         print("AddressCLIP candidates:\n" + "\n".join(format_candidates(session.candidates)), flush=True)
         metrics = {"image": str(image), "true_address": str(row["sub_street"]), "turns": turns,
                    "candidates": [[a, round(s, 4)] for a, s in session.candidates],
-                   "answer_names_true_address": session.predicted_address() == row["sub_street"]}
+                   "first_answer_address": first_pred, "first_answer_correct": first_pred == row["sub_street"]}
         return StageOutput(metrics, {"chat_image": str(image)})
 
 

@@ -51,27 +51,29 @@ def load_vision_tower(clip_dir: str | Path) -> tuple[CLIPVisionModel, CLIPImageP
     return vision.float().eval(), improc
 
 
-def num_image_tokens(vision_config: CLIPVisionConfig) -> int:
-    """Patch tokens fed to the LM ("default" strategy drops CLS)."""
-    return (vision_config.image_size // vision_config.patch_size) ** 2
+def num_image_tokens(vision_config: CLIPVisionConfig, strategy: str = "default") -> int:
+    """Image tokens fed to the LM: one per patch ("default" drops CLS, "full" keeps it)."""
+    return (vision_config.image_size // vision_config.patch_size) ** 2 + (strategy == "full")
 
 
 def make_processor(tokenizer: PreTrainedTokenizerBase, image_processor: CLIPImageProcessor,
-                   vision_config: CLIPVisionConfig) -> LlavaProcessor:
+                   vision_config: CLIPVisionConfig, strategy: str = "default") -> LlavaProcessor:
     """LlavaProcessor that expands "<image>" to one token per patch and carries the Vicuna v1 template."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     tokenizer.chat_template = VICUNA_V1_TEMPLATE
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                          patch_size=vision_config.patch_size, vision_feature_select_strategy="default",
+                          patch_size=vision_config.patch_size, vision_feature_select_strategy=strategy,
                           num_additional_image_tokens=1, chat_template=VICUNA_V1_TEMPLATE)
 
 
-def _llava_config(vision_config: CLIPVisionConfig, text_config, tokenizer: PreTrainedTokenizerBase) -> LlavaConfig:
+def _llava_config(vision_config: CLIPVisionConfig, text_config, tokenizer: PreTrainedTokenizerBase,
+                  feature_layer: int, strategy: str) -> LlavaConfig:
     return LlavaConfig(vision_config=vision_config, text_config=text_config,
                        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                       image_seq_length=num_image_tokens(vision_config), vision_feature_layer=-2,
-                       vision_feature_select_strategy="default", projector_hidden_act="gelu")
+                       image_seq_length=num_image_tokens(vision_config, strategy),
+                       vision_feature_layer=feature_layer, vision_feature_select_strategy=strategy,
+                       projector_hidden_act="gelu")
 
 
 def _load_text(text: str, tokenizer: PreTrainedTokenizerBase | None, tiny: dict | None,
@@ -103,13 +105,19 @@ def _load_text(text: str, tokenizer: PreTrainedTokenizerBase | None, tiny: dict 
 
 def build_llava(clip_dir: str | Path, text: str = "tiny", tokenizer: PreTrainedTokenizerBase | None = None,
                 tiny: dict | None = None, base_llava_dir: str | Path | None = None,
-                dtype: torch.dtype = torch.float32) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """(AddressCLIP dir, LM choice) -> (stock LLaVA with AddressCLIP tower + fresh projector, processor)."""
+                dtype: torch.dtype = torch.float32, vision_feature_layer: int = -2,
+                vision_feature_select_strategy: str = "default",
+                ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """(AddressCLIP dir, LM choice) -> (stock LLaVA with AddressCLIP tower + fresh projector, processor).
+
+    Feature layer -2 without CLS ("default") is LLaVA-1.5's choice; a shallow tiny tower may do
+    better with its last layer and CLS ("full"), which carries the contrastively trained summary.
+    """
     vision, improc = load_vision_tower(clip_dir)
     if base_llava_dir is not None:
         return replace_vision_tower(base_llava_dir, vision, improc, dtype=dtype)
     lm, tokenizer = _load_text(text, tokenizer, tiny, dtype)
-    config = _llava_config(vision.config, lm.config, tokenizer)
+    config = _llava_config(vision.config, lm.config, tokenizer, vision_feature_layer, vision_feature_select_strategy)
     with torch.device("meta"):  # no throw-away random init of a 7B LM
         model = LlavaForConditionalGeneration(config)
     model.model.vision_tower = vision.to(dtype)
@@ -120,7 +128,7 @@ def build_llava(clip_dir: str | Path, text: str = "tiny", tokenizer: PreTrainedT
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model.eval(), make_processor(tokenizer, improc, vision.config)
+    return model.eval(), make_processor(tokenizer, improc, vision.config, vision_feature_select_strategy)
 
 
 def replace_vision_tower(base_llava_dir: str | Path, vision: CLIPVisionModel, improc: CLIPImageProcessor,
@@ -132,7 +140,7 @@ def replace_vision_tower(base_llava_dir: str | Path, vision: CLIPVisionModel, im
     processor = AutoProcessor.from_pretrained(base, local_files_only=True)
     config = model.config
     config.vision_config = vision.config
-    config.image_seq_length = num_image_tokens(vision.config)
+    config.image_seq_length = num_image_tokens(vision.config, config.vision_feature_select_strategy)
     model.model.vision_tower = vision.to(dtype)
     in_features = old_proj.linear_1.in_features
     layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
@@ -142,7 +150,8 @@ def replace_vision_tower(base_llava_dir: str | Path, vision: CLIPVisionModel, im
         log.info("projector re-initialised: vision width %d != projector input %d",
                  vision.config.hidden_size * layers, in_features)
         model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
-    return model.eval(), make_processor(processor.tokenizer, improc, vision.config)
+    return model.eval(), make_processor(processor.tokenizer, improc, vision.config,
+                                        config.vision_feature_select_strategy)
 
 
 def _check_materialised(model: torch.nn.Module) -> None:

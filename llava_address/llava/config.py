@@ -47,6 +47,9 @@ class ModelConfig(StrictModel):
     base_llava_dir: str | None = Field(None, description="local llava-1.5-*-hf dir whose tower is replaced")
     tiny: TinyLM = Field(default_factory=TinyLM)
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="fp32 on CPU")
+    vision_feature_layer: int = Field(-2, description="tower layer fed to the projector (LLaVA-1.5: -2)")
+    vision_feature_select_strategy: Literal["default", "full"] = Field(
+        "default", description="'default' drops CLS (LLaVA-1.5), 'full' keeps it")
 
 
 class DataConfig(StrictModel):

@@ -76,7 +76,9 @@ def prepare_base(cfg: LlavaConfigFile) -> Path:
         from llava_address.llava.chat_template import SYSTEM_PROMPT
         tokenizer = train_tokenizer(corpus + [SYSTEM_PROMPT] * 10, vocab_size=m.tiny.vocab_size)
     model, processor = build_llava(m.clip_dir, m.text, tokenizer, tiny=m.tiny.llama_kwargs(),
-                                   base_llava_dir=m.base_llava_dir, dtype=_DTYPES[m.dtype])
+                                   base_llava_dir=m.base_llava_dir, dtype=_DTYPES[m.dtype],
+                                   vision_feature_layer=m.vision_feature_layer,
+                                   vision_feature_select_strategy=m.vision_feature_select_strategy)
     with atomic_dir(base, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
