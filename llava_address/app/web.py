@@ -52,17 +52,19 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         cands = _cands_frame(session)
         progress(0.4, desc="generating the answer")
         chat: list[dict[str, str]] = [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+        # photo + candidates go out once; while streaming only the text changes (gr.skip keeps the rest)
+        yield "Generating…", session.image, "", cands, None, chat, session
         text = ""
         for chunk in session.ask_stream(question):
             text += chunk
             chat[-1]["content"] = text
-            yield "Generating…", session.image, text, cands, None, chat, session
+            yield gr.skip(), gr.skip(), text, gr.skip(), gr.skip(), chat, gr.skip()
         answer = session.history[-1][1]
         chat[-1]["content"] = answer
         progress(0.9, desc="drawing the map")
         status = f"Done. True address (dataset label): **{truth.sub_street}**" if truth else "Done."
         the_map = backend.render_map(session.predicted_address(), truth)
-        yield status, session.image, answer, cands, the_map, chat, session
+        yield status, gr.skip(), answer, gr.skip(), the_map, chat, session
 
     def follow_up(message: str, chat: list[dict[str, Any]], session: ChatSession | None) -> Iterator[tuple]:
         """One more question about the same photo, streamed into the chat."""
