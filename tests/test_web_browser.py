@@ -2,14 +2,13 @@
 
 Serves the Gradio page (scripts/web.py in a subprocess, 127.0.0.1, free port) with tiny models, uploads a
 generated photo, checks the answer, candidates and map appear, asks a follow-up, checks a bad
-upload gives a message in the page, and saves screenshots (tests/artifacts/ or $PYTEST_ARTIFACTS,
-one copied to docs/web_screenshot.png for the README).
+upload gives a message in the page, and saves screenshots (tests/artifacts/ or $PYTEST_ARTIFACTS; the README's
+docs/web_screenshot.png is a screenshot of the trained demo models, taken by hand).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -139,8 +138,6 @@ def test_upload_answer_map_and_follow_up(page, server):
     page.wait_for_selector("#act_map img")
     shot = _artifact_dir() / "web_answer.png"
     page.screenshot(path=str(shot), full_page=True)
-    (REPO / "docs").mkdir(exist_ok=True)
-    shutil.copyfile(shot, REPO / "docs" / "web_screenshot.png")
     assert page.outside_requests == []  # nothing fetched from the internet
 
 

@@ -130,16 +130,25 @@ class ChatSession:
             self.candidates = [(str(a), float(s)) for a, s in self.locator.locate([image], k=self.k)[0]]
         return self.candidates
 
+    def answer_address(self, turn: int = -1) -> str | None:
+        """The candidate address a generated answer names (parsed as in the generative eval), or None.
+
+        Parsed against the locator's whole candidate list when it has one, else the top-k.
+        """
+        if not self.history:
+            return None
+        from data_gen.qa.parse import parse_answer_to_candidate
+
+        try:
+            vocab = list(getattr(self.locator, "default_candidates", None) or [])
+        except ValueError:  # a checkpoint without a candidate list
+            vocab = []
+        vocab = vocab or [a for a, _ in self.candidates]
+        return parse_answer_to_candidate(self.history[turn][1], list(vocab))
+
     def predicted_address(self) -> str | None:
         """The address to show on a map: the one the last answer names, else AddressCLIP's top-1."""
-        names = [a for a, _ in self.candidates]
-        if self.history:
-            from data_gen.qa.parse import parse_answer_to_candidate
-
-            hit = parse_answer_to_candidate(self.history[-1][1], names)
-            if hit:
-                return hit
-        return names[0] if names else None
+        return self.answer_address() or (self.candidates[0][0] if self.candidates else None)
 
     def ask_stream(self, question: str) -> Iterator[str]:
         """Yield the answer's text as it is generated; the full turn joins the history at the end."""

@@ -168,13 +168,13 @@ class _Demo:
                               max_new_tokens=cc.max_new_tokens)
         session.set_image(image)
         print(f"\nchat about held-out test image {image} (true address: {row['sub_street']})")
-        turns, first_pred = [], None
+        turns = []
         for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
             print(f"Q: {q}\nA: ", end="", flush=True)
             a = session.ask(q, on_text=lambda t: print(t, end="", flush=True))
             print()
             turns.append({"question": q, "answer": a})
-            first_pred = first_pred or session.predicted_address()
+        first_pred = session.answer_address(turn=0)
         from llava_address.app.chat_session import format_candidates
 
         print("AddressCLIP candidates:\n" + "\n".join(format_candidates(session.candidates)), flush=True)
