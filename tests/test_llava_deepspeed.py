@@ -86,7 +86,7 @@ def test_zero2_two_procs_both_stages_full_lm(dirs):
     for stage in (1, 2):
         run = _run(out, stage)
         assert run["deepspeed_enabled"] is True and run["zero_stage"] == 2 and run["world_size"] == 2
-    assert LlavaForConditionalGeneration.from_pretrained(out / "export").config.image_seq_length == 4
+    assert LlavaForConditionalGeneration.from_pretrained(out / "export").config.image_seq_length == 5  # 4 patches + CLS ("full")
 
 
 def test_zero3_one_proc_stage2(dirs):
