@@ -75,6 +75,7 @@ def prepare_base(cfg: LlavaConfigFile) -> Path:
             raise FileNotFoundError(f"no dialogue corpus to train the tiny tokenizer: {cfg.data.resolve(cfg.data.qa_json)}")
         from llava_address.llava.chat_template import SYSTEM_PROMPT
         tokenizer = train_tokenizer(corpus + [SYSTEM_PROMPT] * 10, vocab_size=m.tiny.vocab_size)
+    torch.manual_seed(cfg.stage1.seed)  # the tiny LM's and the projector's init are part of the run
     model, processor = build_llava(m.clip_dir, m.text, tokenizer, tiny=m.tiny.llama_kwargs(),
                                    base_llava_dir=m.base_llava_dir, dtype=_DTYPES[m.dtype],
                                    vision_feature_layer=m.vision_feature_layer,
