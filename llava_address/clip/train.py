@@ -266,6 +266,16 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
             "model_dir": str(out / "model")}
     if acc.is_main_process:
         atomic_write_json(out / "run_info.json", info)
+        _plot_training_curves(out)
     acc.wait_for_everyone()
     acc.end_training()
     return info
+
+
+def _plot_training_curves(out: Path) -> None:
+    """training_curves.png beside the logs: loss parts, and val SSA/SA when evaluated."""
+    from llava_address.common.curves import plot_curves, read_csv_rows
+
+    plot_curves({"losses": (read_csv_rows(out / "log.csv"), ["loss", "loss_address", "loss_semantic", "loss_geo"]),
+                 "val accuracy": (read_csv_rows(out / "eval.csv"), ["SSA-1", "SA-1", "SSA-5", "SA-5"])},
+                out / "training_curves.png", title="AddressCLIP training")

@@ -273,6 +273,11 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
             hf_ds.unset_hf_deepspeed_config()  # reload plain, unpartitioned weights for the merge
             record["export_dir"] = str(export_from_stage2(cfg))
         atomic_write_json(stage_dir / "run.json", record)
+        from llava_address.common.curves import plot_curves
+
+        history = trainer.state.log_history
+        plot_curves({f"stage {stage} loss": (history, ["loss"]), "learning rate": (history, ["learning_rate"])},
+                    stage_dir / "training_curves.png", title=f"LLaVA stage {stage}")
         dump_config(cfg, stage_dir / "llava_config.yaml")
     if dist.is_initialized():
         dist.barrier()
