@@ -32,7 +32,7 @@ def test_tiny_dataset_follows_the_contract(tiny):
     df = read_manifest(tiny)
     voc = read_addresses(tiny)
     stats = json.loads((tiny / "stats.json").read_text())
-    assert 150 <= len(df) <= 300 and set(df.split) == {"train", "val", "test"}
+    assert 150 <= len(df) <= 400 and set(df.split) == {"train", "val", "test"}
     assert set(df.sub_street) == set(voc.sub_street)  # only addresses that have images
     assert set(df.street) == set(voc.street) and set(df.district) - {""} == set(voc.district)
     for sub, st in zip(df.sub_street, df.street):
