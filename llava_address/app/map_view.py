@@ -10,7 +10,6 @@ is exact enough at city scale.
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data_gen.contract import NETWORK_FILE  # noqa: E402
+from llava_address.common.io import read_json  # noqa: E402
 
 __all__ = ["NetworkMap", "load_network_map"]
 
@@ -120,10 +120,7 @@ def load_network_map(dataset_dir: str | Path) -> NetworkMap:
     path = Path(dataset_dir) / NETWORK_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no road network to draw: {path} is missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid GeoJSON ({exc})") from None
+    data = read_json(path)
     net = NetworkMap()
     for feat in data.get("features", []):
         props = feat.get("properties") or {}

@@ -8,7 +8,6 @@ is rendered from its own conversations.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
+from llava_address.common.io import read_json
 from llava_address.llava.chat_template import llava_json_to_messages
 
 __all__ = ["IGNORE_INDEX", "read_llava_json", "LlavaJsonDataset", "LlavaCollator", "dialogue_texts"]
@@ -31,10 +31,7 @@ def read_llava_json(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LLaVA JSON not found: {path} (build it with scripts/make_qa.py)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of records, got {type(data).__name__}")
     return data
