@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pyproj
 from PIL import Image
@@ -122,20 +122,27 @@ def _float(v) -> float | None:
 def import_csv(csv_path: str | Path, path_col: str = "path", lat_col: str = "lat", lon_col: str = "lon",
                root: str | Path | None = None, verify: bool = True) -> ImportResult:
     """Rows of a CSV; relative image paths resolve against ``root`` (default: the CSV's folder)."""
+    res = ImportResult()
+    for p, row in _csv_rows(csv_path, path_col, (lat_col, lon_col), root, "CSV"):
+        res.add(p, _float(row[lat_col]), _float(row[lon_col]), verify)
+    return res
+
+
+def _csv_rows(csv_path: str | Path, path_col: str, value_cols: tuple[str, ...], root: str | Path | None,
+              what: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """(resolved image path, row) per CSV row; relative paths resolve against ``root`` or the CSV's folder."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(f"CSV not found: {csv_path}")
+        raise FileNotFoundError(f"{what} not found: {csv_path}")
     base = Path(root) if root else csv_path.parent
-    res = ImportResult()
     with csv_path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = {path_col, lat_col, lon_col} - set(reader.fieldnames or [])
+        missing = {path_col, *value_cols} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{csv_path}: missing columns {sorted(missing)} (have {reader.fieldnames})")
         for row in reader:
             p = Path(row[path_col])
-            res.add(p if p.is_absolute() else base / p, _float(row[lat_col]), _float(row[lon_col]), verify)
-    return res
+            yield (p if p.is_absolute() else base / p), row
 
 
 def utm_to_latlon(east: float, north: float, zone: int, northern: bool = True) -> tuple[float, float]:
@@ -174,25 +181,14 @@ def import_utm_csv(csv_path: str | Path, zone: int = 17, northern: bool = True, 
                    verify: bool = True) -> ImportResult:
     """Pittsburgh-250k style metadata exported to CSV: image path + UTM easting/northing
     (Pittsburgh is UTM zone 17 north). A 'zone' column, when present, overrides ``zone``."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"UTM metadata not found: {csv_path}")
-    base = Path(root) if root else csv_path.parent
     res = ImportResult()
-    with csv_path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {path_col, east_col, north_col} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{csv_path}: missing columns {sorted(missing)} (have {reader.fieldnames})")
-        for row in reader:
-            p = Path(row[path_col])
-            p = p if p.is_absolute() else base / p
-            e, n = _float(row[east_col]), _float(row[north_col])
-            z = _float(row.get("zone")) or zone
-            if e is None or n is None:
-                res.skipped["no_gps"] += 1
-                continue
-            res.add(p, *utm_to_latlon(e, n, int(z), northern), verify=verify)
+    for p, row in _csv_rows(csv_path, path_col, (east_col, north_col), root, "UTM metadata"):
+        e, n = _float(row[east_col]), _float(row[north_col])
+        z = _float(row.get("zone")) or zone
+        if e is None or n is None:
+            res.skipped["no_gps"] += 1
+            continue
+        res.add(p, *utm_to_latlon(e, n, int(z), northern), verify=verify)
     return res
 
 
