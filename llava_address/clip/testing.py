@@ -112,5 +112,6 @@ def distributed_loss_worker(rank: int, world: int, out_dir: str) -> None:
         parts["loss"].backward()
         torch.save({"loss": parts["loss"].item(), **{"grad_" + k: out[k].grad for k in feats}},
                    f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while the other still has work in flight (SIGABRT seen in CI)
     finally:
         dist.destroy_process_group()
