@@ -1,7 +1,10 @@
 """python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity [--split test]
+       [--candidates 5 --clip outputs/clip_tiny/final] [--constrained]
 
 Generative evaluation of an exported LLaVA: ask where each photo was taken, parse the answer to a
-sub-street candidate, print SSA-1 / SA-1 / distance error as JSON (and write them with --out).
+sub-street candidate, print SSA-1 / SA-1 / distance error and the valid-address / street-only /
+unparsed rates as JSON (and write them with --out). --candidates K puts AddressCLIP's top-K into
+the question (candidate-grounded mode); --constrained limits the answer to real addresses.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--candidates", type=int, default=0, help="AddressCLIP top-K in the question (0: plain mode)")
+    p.add_argument("--clip", default=None, help="AddressCLIP model dir (needed with --candidates)")
+    p.add_argument("--constrained", action="store_true",
+                   help="constrain the answer to the listed candidates (plain mode: to every sub-street)")
     p.add_argument("--out", default=None, help="write metrics + per-image answers to this JSON")
     return p
 
@@ -32,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         metrics = evaluate_generative(args.export, args.data, args.split, args.question or DEFAULT_QUESTION,
-                                      args.batch_size, args.max_samples, args.max_new_tokens, args.out)
+                                      args.batch_size, args.max_samples, args.max_new_tokens, args.out,
+                                      candidates_k=args.candidates, clip_dir=args.clip, constrained=args.constrained)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

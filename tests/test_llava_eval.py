@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from _fixtures_llava import SUBS, make_clip_dir, make_dataset
 from data_gen.contract import read_addresses
 from llava_address.llava.build import build_llava
 from llava_address.llava.evaluate import evaluate_generative, score_answers
+from llava_address.llava.generate import CONSTRAINED_ANSWER, AnswerTrie, LlavaAddressAssistant
 from llava_address.llava.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,20 +22,42 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import eval_llava  # noqa: E402
 
 
-def test_score_answers_levels(tmp_path):
+def test_score_answers_honest_levels(tmp_path):
     data = make_dataset(tmp_path / "d", per_sub=1)
     vocab = read_addresses(data)
-    truth = [SUBS[0][1], SUBS[1][1], SUBS[2][1], SUBS[3][1]]
+    truth = [SUBS[0][1], SUBS[1][1], SUBS[2][1], SUBS[3][1], SUBS[3][1]]
     answers = [f"This photo was taken on {SUBS[0][1]}.",       # exact -> SSA and SA
                f"It is {SUBS[0][1]}.",                          # wrong block, right street -> SA only
-               "Somewhere on Oak Rd.",                          # street only -> its first block == truth
-               "no idea"]                                       # unparsed -> wrong
-    metrics, preds = score_answers(answers, truth, [60.0, 60.01, 60.02, 60.03], [24.0] * 4, vocab)
-    assert preds == [SUBS[0][1], SUBS[0][1], SUBS[2][1], None]
-    assert metrics["SSA-1"] == pytest.approx(2 / 4) and metrics["SA-1"] == pytest.approx(3 / 4)
-    assert metrics["parsed_rate"] == pytest.approx(3 / 4) and metrics["n_images"] == 4
-    assert metrics["median_error_m"] == pytest.approx(0.0, abs=1.0)  # 2 of 3 parsed hit their midpoint
+               "Somewhere on Oak Rd.",                          # street only -> SA only, never SSA
+               "no idea",                                       # unparsed -> wrong
+               "It is Elm St betwen Oak Rd and Pine Way."]      # near spelling of the truth -> SSA, not "valid"
+    metrics, parsed = score_answers(answers, truth, vocab, [60.0, 60.01, 60.02, 60.03, 60.03], [24.0] * 5)
+    assert [p.kind for p in parsed] == ["exact", "exact", "street", "none", "fuzzy"]
+    assert [p.sub_street for p in parsed] == [SUBS[0][1], SUBS[0][1], None, None, SUBS[3][1]]
+    assert parsed[2].street == "Oak Rd"
+    assert metrics["SSA-1"] == pytest.approx(2 / 5) and metrics["SA-1"] == pytest.approx(4 / 5)
+    assert metrics["valid_address_rate"] == pytest.approx(2 / 5)
+    assert metrics["full_address_rate"] == pytest.approx(3 / 5)
+    assert metrics["street_only_rate"] == pytest.approx(1 / 5) and metrics["unparsed_rate"] == pytest.approx(1 / 5)
+    assert metrics["n_images"] == 5
+    assert metrics["median_error_m"] == pytest.approx(0.0, abs=1.0)  # 2 of 3 full answers hit their midpoint
     assert math.isfinite(metrics["mean_error_m"]) and metrics["mean_error_m"] > 300  # one block off (~1.1 km)
+
+
+def test_score_answers_always_true_and_empty(tmp_path):
+    vocab = read_addresses(make_dataset(tmp_path / "d", per_sub=1))
+    truth = [s for _, s in SUBS] * 2
+    right, _ = score_answers([f"The address is {t}." for t in truth], truth, vocab)
+    assert right["SSA-1"] == right["SA-1"] == right["valid_address_rate"] == 1.0
+    assert right["unparsed_rate"] == right["street_only_rate"] == 0.0
+    assert math.isnan(right["median_error_m"])  # no GPS given: no distances
+    empty, parsed = score_answers([""] * len(truth), truth, vocab)
+    assert empty["SSA-1"] == empty["SA-1"] == empty["valid_address_rate"] == 0.0
+    assert empty["unparsed_rate"] == 1.0 and {p.kind for p in parsed} == {"none"}
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        score_answers(["x"], ["Nowhere St"], vocab)
+    with pytest.raises(ValueError, match="2 answers for 1 truths"):
+        score_answers(["x", "y"], [truth[0]], vocab)
 
 
 def test_evaluate_generative_on_an_export(tmp_path):
@@ -52,3 +76,40 @@ def test_evaluate_generative_on_an_export(tmp_path):
     direct = evaluate_generative(tmp_path / "export", data, max_new_tokens=6, max_samples=2)
     assert direct["n_images"] == 2
     assert eval_llava.main(["--export", str(tmp_path / "nope"), "--data", str(data)]) == 2
+
+
+def _tiny_export(tmp_path):
+    clip, data = make_clip_dir(tmp_path / "clip"), make_dataset(tmp_path / "data")
+    tok = train_tokenizer([s for _, s in SUBS] * 10 + ["This photo was taken on"] * 10, vocab_size=300)
+    torch.manual_seed(0)
+    model, processor = build_llava(clip, "tiny", tok, tiny=dict(hidden_size=32, intermediate_size=64,
+                                                                num_hidden_layers=1, num_attention_heads=2))
+    model.save_pretrained(tmp_path / "export")
+    processor.save_pretrained(tmp_path / "export")
+    return tmp_path / "export", data
+
+
+def test_constrained_decoding_yields_only_allowed_answers(tmp_path):
+    export, data = _tiny_export(tmp_path)
+    assistant = LlavaAddressAssistant.from_pretrained(export)
+    images = sorted((data / "images").glob("*.png"))[:3]
+    allowed = [[SUBS[0][1], SUBS[2][1]], [SUBS[3][1]], [s for _, s in SUBS]]
+    answers = assistant.answer_batch(images, ["Where was this photo taken?"] * 3, max_new_tokens=2,
+                                     allowed_addresses=allowed)
+    for ans, ok in zip(answers, allowed):  # a random LM, yet every answer is one of the allowed sentences
+        assert ans in {CONSTRAINED_ANSWER.format(address=a) for a in ok}, ans
+    assert answers[1] == CONSTRAINED_ANSWER.format(address=SUBS[3][1])
+    free = assistant.answer_batch(images[:1], ["Where was this photo taken?"], max_new_tokens=6)[0]
+    assert free not in {CONSTRAINED_ANSWER.format(address=a) for _, a in SUBS}  # random LM unconstrained
+    trie = AnswerTrie(assistant.processor.tokenizer, [SUBS[0][1]])
+    assert trie.allowed([12345]) == [trie.eos]  # off the trie: end the answer
+    with pytest.raises(ValueError, match="at least one"):
+        AnswerTrie(assistant.processor.tokenizer, [])
+
+
+def test_evaluate_constrained_plain_mode_names_real_addresses(tmp_path):
+    export, data = _tiny_export(tmp_path)
+    res = evaluate_generative(export, data, max_new_tokens=4, constrained=True)
+    assert res["valid_address_rate"] == 1.0 and res["unparsed_rate"] == 0.0 and res["constrained"] is True
+    with pytest.raises(ValueError, match="needs clip_dir"):
+        evaluate_generative(export, data, candidates_k=3)

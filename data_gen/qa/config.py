@@ -11,10 +11,11 @@ from llava_address.common.config import StrictModel
 __all__ = ["TURN_TYPES", "QAConfig"]
 
 # One label per human/gpt exchange; "refine" spans two exchanges (street, then "more precise?").
+# "grounded" (off by default) asks "where?" with AddressCLIP-like top-k candidates in the user turn.
 TURN_TYPES = ("where", "street", "district", "cross_streets", "yes_no", "multiple_choice",
-              "nearby_list", "refine")
+              "nearby_list", "refine", "grounded")
 DEFAULT_WEIGHTS = {"where": 3.0, "street": 1.0, "district": 1.0, "cross_streets": 1.0,
-                   "yes_no": 1.5, "multiple_choice": 1.5, "nearby_list": 1.0, "refine": 1.5}
+                   "yes_no": 1.5, "multiple_choice": 1.5, "nearby_list": 1.0, "refine": 1.5, "grounded": 0.0}
 
 
 class QAConfig(StrictModel):
@@ -30,6 +31,14 @@ class QAConfig(StrictModel):
     mc_pool: int = Field(8, ge=1, description="multiple-choice distractors: from this many nearest sub-streets")
     list_min: int = Field(3, ge=1, description="fewest neighbours named by a nearby_list answer")
     list_max: int = Field(5, ge=1, description="most neighbours named by a nearby_list answer")
+    grounded_k: int = Field(5, ge=1, description="candidates listed in a grounded turn (as AddressCLIP's top-k)")
+    grounded_pool: int = Field(12, ge=2, description="grounded lists draw from the truth + this many - 1 nearest")
+    grounded_true_logit: float = Field(
+        0.5, description="grounded lists: mean logit advantage of the true address (higher: ranks first more "
+                         "often); 0.5 (with noise 1, 1000 m): first 20 %, listed 64 % on SynthCity-Helsinki, "
+                         "as AddressCLIP's test SSA-1 / SSA-5 (21 % / 63 %) (see data_gen/qa/prompt.py, qa.stats.json)")
+    grounded_noise: float = Field(1.0, gt=0, description="grounded lists: std of the logit noise")
+    grounded_distance_m: float = Field(1000.0, gt=0, description="grounded lists: neighbour logit -= metres / this")
     type_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="relative chance of each turn type being picked next (0 disables a type); "
@@ -45,6 +54,8 @@ class QAConfig(StrictModel):
     def _check(self) -> "QAConfig":
         if self.turns_max < self.turns_min:
             raise ValueError(f"turns_max ({self.turns_max}) < turns_min ({self.turns_min})")
+        if self.grounded_pool < self.grounded_k:
+            raise ValueError(f"grounded_pool ({self.grounded_pool}) < grounded_k ({self.grounded_k})")
         if self.list_max < self.list_min:
             raise ValueError(f"list_max ({self.list_max}) < list_min ({self.list_min})")
         unknown = set(self.type_weights) - set(TURN_TYPES)

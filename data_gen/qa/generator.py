@@ -15,6 +15,7 @@ from data_gen.contract import AddressVocabulary
 from data_gen.qa import templates as T
 from data_gen.qa.config import TURN_TYPES, QAConfig
 from data_gen.qa.neighbours import NearbyIndex
+from data_gen.qa.prompt import NONE_FITS, CandidateSimulator, grounded_question
 
 __all__ = ["Address", "Exchange", "DialogueGenerator", "address_of", "record_id"]
 
@@ -64,11 +65,13 @@ class DialogueGenerator:
         self.vocab = vocab
         self.cfg = config or QAConfig()
         c = self.cfg
-        self.nearby = nearby or NearbyIndex(vocab, k_max=max(c.nearby_pool, c.mc_pool, c.list_max))
+        self.nearby = nearby or NearbyIndex(vocab, k_max=max(c.nearby_pool, c.mc_pool, c.list_max, c.grounded_pool))
+        self.simulator = CandidateSimulator(c.grounded_k, c.grounded_pool, c.grounded_true_logit, c.grounded_noise,
+                                            c.grounded_distance_m)
         self._builders: dict[str, Callable[[Address, random.Random], list[Exchange]]] = {
             "where": self._where, "street": self._street, "district": self._district,
             "cross_streets": self._cross, "yes_no": self._yes_no, "multiple_choice": self._mc,
-            "nearby_list": self._nearby_list, "refine": self._refine,
+            "nearby_list": self._nearby_list, "refine": self._refine, "grounded": self._grounded,
         }
 
     # ---- which turn types fit this address -------------------------------------------
@@ -78,18 +81,21 @@ class DialogueGenerator:
             "where": True, "street": True, "district": bool(addr.district),
             "cross_streets": bool(addr.from_street and addr.to_street),
             "yes_no": has_neighbours, "multiple_choice": has_neighbours, "nearby_list": has_neighbours,
-            "refine": addr.sub_street != addr.street,
+            "refine": addr.sub_street != addr.street, "grounded": has_neighbours,
         }
         return [k for k in TURN_TYPES if ok[k] and self.cfg.type_weights.get(k, 0.0) > 0]
 
     def plan(self, addr: Address, rng: random.Random) -> list[str]:
         """Pick turn types (each at most once) until the drawn number of exchanges is reached.
 
-        'refine' costs two exchanges and excludes 'where' and 'street' (it asks both itself).
+        'refine' costs two exchanges and excludes 'where' and 'street' (it asks both itself);
+        'grounded' asks "where?" itself, so it excludes 'where' and 'refine' and always comes first
+        (a later turn would follow answers that already give the address away).
         """
         target = rng.randint(self.cfg.turns_min, self.cfg.turns_max)
         avail, chosen, used = self.applicable(addr), [], 0
-        exclusive = {"refine": {"where", "street"}, "where": {"refine"}, "street": {"refine"}}
+        exclusive = {"refine": {"where", "street", "grounded"}, "where": {"refine", "grounded"},
+                     "street": {"refine"}, "grounded": {"where", "refine"}}
         while used < target:
             blocked = set().union(*(exclusive.get(c, set()) for c in chosen))
             cands = [k for k in avail if k not in chosen and k not in blocked
@@ -99,7 +105,7 @@ class DialogueGenerator:
             kind = rng.choices(cands, weights=[self.cfg.type_weights[k] for k in cands])[0]
             chosen.append(kind)
             used += 2 if kind == "refine" else 1
-        return chosen
+        return sorted(chosen, key=lambda k: k != "grounded")  # stable: only moves 'grounded' first
 
     def exchanges(self, addr: Address, rng: random.Random) -> list[Exchange]:
         return [ex for kind in self.plan(addr, rng) for ex in self._builders[kind](addr, rng)]
@@ -157,6 +163,18 @@ class DialogueGenerator:
         q = _fmt(rng.choice(T.NEARBY_Q), a, k=len(neigh))
         return [Exchange("nearby_list", q, rng.choice(T.NEARBY_A_HEAD) + "\n" + body,
                          {"neighbours": [n for n, _ in neigh], "metres": [d for _, d in neigh]})]
+
+    def _grounded(self, a: Address, rng: random.Random) -> list[Exchange]:
+        neigh = self.nearby.nearest(a.sub_street, self.cfg.grounded_pool - 1)
+        cands = self.simulator.draw(a.sub_street, neigh, rng)
+        listed = [c for c, _ in cands]
+        q = grounded_question(rng.choice(T.WHERE_Q), cands)
+        if a.sub_street in listed:
+            ans = _fmt(rng.choice(T.GROUNDED_A), a)
+        else:
+            ans = NONE_FITS + " " + _fmt(rng.choice(T.GROUNDED_NONE_A), a)
+        return [Exchange("grounded", q, ans, {"candidates": cands, "rank": listed.index(a.sub_street) + 1
+                                              if a.sub_street in listed else None})]
 
     def _refine(self, a: Address, rng: random.Random) -> list[Exchange]:
         return [Exchange("refine", rng.choice(T.STREET_Q), _fmt(rng.choice(T.STREET_A), a), {"step": "coarse"}),

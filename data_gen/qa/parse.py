@@ -9,6 +9,10 @@ Order of attempts (first hit wins):
 3. a street named exactly -> that street's first sub-street in ``candidates`` order (so SA-k
    can credit it even though the block is unknown);
 4. otherwise None.
+
+:func:`parse_answer` returns the same choice together with *how* it was reached (``kind``:
+"exact", "fuzzy", "street", "none"), so a scorer can credit a street-only answer at street
+level without pretending it named the block.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["parse_answer_to_candidate"]
+__all__ = ["ParsedAnswer", "parse_answer", "parse_answer_to_candidate"]
+
+ANSWER_KINDS = ("exact", "fuzzy", "street", "none")
 
 
 def _norm(s: str) -> str:
@@ -95,30 +101,64 @@ def _fuzzy(text: str, table: _Table, cutoff: float) -> str | None:
     return None if best is None else table.names[-best[1]]
 
 
-def parse_answer_to_candidate(text: str, candidates: Sequence[str],
-                              street_of: Callable[[str], str] | Mapping[str, str] | None = None,
-                              cutoff: float = 0.85) -> str | None:
-    """The sub-street in ``candidates`` that ``text`` names, or None (see module doc for rules)."""
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What an answer names: ``sub_street`` for "exact"/"fuzzy", ``street`` for every kind but "none"."""
+
+    kind: str                     # one of ANSWER_KINDS
+    sub_street: str | None = None
+    street: str | None = None
+
+
+def parse_answer(text: str, candidates: Sequence[str],
+                 street_of: Callable[[str], str] | Mapping[str, str] | None = None,
+                 cutoff: float = 0.85) -> ParsedAnswer:
+    """Which candidate (or only which street) ``text`` names, and how (see module doc for rules)."""
     if not text or not candidates:
-        return None
+        return ParsedAnswer("none")
+    lookup = None if street_of is None else (street_of.get if isinstance(street_of, Mapping) else street_of)
+
+    def street(cand: str) -> str | None:
+        try:
+            return lookup(cand) if lookup else None
+        except KeyError:
+            return None
+
     norm = _norm(text)
     table = _table(tuple(candidates))
     hits = _mentions(norm, table)
     if hits:
-        return hits[0][2]
+        return ParsedAnswer("exact", hits[0][2], street(hits[0][2]))
     fuzzy = _fuzzy(norm, table, cutoff)
     if fuzzy is not None:
-        return fuzzy
-    if street_of is None:
-        return None
-    lookup = street_of.get if isinstance(street_of, Mapping) else street_of
+        return ParsedAnswer("fuzzy", fuzzy, street(fuzzy))
+    if lookup is None:
+        return ParsedAnswer("none")
     first_of: dict[str, str] = {}
     for cand in candidates:
+        st = street(cand)
+        if st:
+            first_of.setdefault(st, cand)
+    hits = _mentions(norm, _table(tuple(first_of)))
+    return ParsedAnswer("street", None, hits[0][2]) if hits else ParsedAnswer("none")
+
+
+def parse_answer_to_candidate(text: str, candidates: Sequence[str],
+                              street_of: Callable[[str], str] | Mapping[str, str] | None = None,
+                              cutoff: float = 0.85) -> str | None:
+    """The sub-street in ``candidates`` that ``text`` names, or None (see module doc for rules).
+
+    A street-only answer maps to that street's first sub-street (for a map pin); scorers should
+    use :func:`parse_answer`, which tells the two apart.
+    """
+    parsed = parse_answer(text, candidates, street_of, cutoff)
+    if parsed.kind != "street":
+        return parsed.sub_street
+    lookup = street_of.get if isinstance(street_of, Mapping) else street_of
+    for cand in candidates:
         try:
-            street = lookup(cand)
+            if lookup(cand) == parsed.street:
+                return cand
         except KeyError:
             continue
-        if street:
-            first_of.setdefault(street, cand)
-    hits = _mentions(norm, _table(tuple(first_of)))
-    return first_of[hits[0][2]] if hits else None
+    return None

@@ -135,6 +135,19 @@ NEARBY_A_HEAD = (
     "These are the closest other street segments:",
 )
 
+# Grounded turns (candidates in the question, data_gen/qa/prompt.py): the answer names the
+# chosen candidate verbatim; when none is right, it says so (prompt.NONE_FITS) and names the place.
+GROUNDED_A = (
+    "This photo was taken on {sub_street}.",
+    "It is {sub_street}.",
+    "Of the candidates, {sub_street} fits: this photo was taken there.",
+    "The address is {sub_street}.",
+)
+GROUNDED_NONE_A = (
+    "This photo was taken on {sub_street}.",
+    "It looks like {sub_street}.",
+)
+
 REFINE_Q = (
     "Can you be more precise?",
     "Which part of {street} exactly?",

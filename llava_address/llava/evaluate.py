@@ -1,58 +1,87 @@
 """Generative evaluation: ask each test image "Where was this photo taken?", parse the answer back
-to a sub-street candidate and score it with AddressCLIP's metric code (SSA-1 / SA-1 / distance).
+and score it like AddressCLIP (SSA-1 / SA-1 / distance), in plain or candidate-grounded mode.
 
-Unparseable answers count as wrong for SSA/SA; distance errors are over parsed answers only
-(``parsed_rate`` says how many). Parsing is data_gen.qa's ``parse_answer_to_candidate``.
+Honest scoring (:func:`score_answers`): an answer scores for SSA-1 only when it names the true
+sub-street itself (verbatim or a near spelling); an answer that names only a street scores for
+SA-1 (its street), never SSA-1. Reported besides: ``valid_address_rate`` (the answer names a
+real sub-street verbatim), ``street_only_rate`` and ``unparsed_rate``. Distance errors are over
+answers that name a sub-street (``full_address_rate`` of them).
+
+Modes: ``candidates_k > 0`` puts AddressCLIP's top-k (from ``clip_dir``) into the question with
+the shared prompt builder (:func:`data_gen.qa.prompt.grounded_question`) and also reports
+AddressCLIP's own SSA-1 on the same images; ``constrained`` limits the answer's address to the
+listed candidates (plain mode: to every sub-street) via :mod:`llava_address.llava.generate`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from data_gen.contract import read_addresses, read_manifest
-from data_gen.qa.parse import parse_answer_to_candidate
-from llava_address.clip.metrics import address_metrics
+from data_gen.contract import AddressVocabulary, read_addresses, read_manifest
+from data_gen.qa.parse import ParsedAnswer, parse_answer
+from data_gen.qa.prompt import grounded_question
+from llava_address.clip.metrics import haversine_m
 from llava_address.common.io import atomic_write_json
-from llava_address.llava.generate import LlavaAddressAssistant
 
 __all__ = ["DEFAULT_QUESTION", "evaluate_generative", "score_answers"]
 
 log = logging.getLogger(__name__)
 DEFAULT_QUESTION = "Where was this photo taken?"
-_NONE = "\u0000unparsed"
 
 
-def score_answers(answers: list[str], truth: list[str], lat: list[float], lon: list[float],
-                  vocab) -> tuple[dict[str, float], list[str | None]]:
-    """Parse answers to candidates and compute SSA-1/SA-1 (+ distance over parsed answers)."""
+def score_answers(answers: Sequence[str], truths: Sequence[str], vocab: AddressVocabulary,
+                  lat: Sequence[float] | None = None, lon: Sequence[float] | None = None
+                  ) -> tuple[dict[str, float], list[ParsedAnswer]]:
+    """Parse ``answers`` against the sub-street vocabulary and score them against ``truths``.
+
+    Returns (metrics, parsed answers). SSA-1 needs the sub-street named; SA-1 credits the street
+    of a named sub-street or a street-only answer; distances (only with ``lat``/``lon``) are over
+    answers that name a sub-street.
+    """
+    if len(answers) != len(truths):
+        raise ValueError(f"{len(answers)} answers for {len(truths)} truths")
+    if not truths:
+        raise ValueError("no answers to score")
     cands = list(vocab.sub_street)
     street_of = {c: vocab.street_of(c) for c in cands}
-    preds = [parse_answer_to_candidate(a, cands, street_of) for a in answers]
-    index = {c: i for i, c in enumerate(cands)}
-    ranked = np.array([[index.get(p, len(cands)) if p else len(cands)] for p in preds])
-    mids = {c: vocab.midpoint(c) for c in cands}
-    metrics = address_metrics(ranked, cands + [_NONE], truth, {**street_of, _NONE: _NONE},
-                              {**mids, _NONE: (np.nan, np.nan)}, lat, lon, ks=(1,))
-    ok = [i for i, p in enumerate(preds) if p]
-    metrics["parsed_rate"] = len(ok) / max(len(preds), 1)
-    if ok:
-        sub = address_metrics(ranked[ok], cands, [truth[i] for i in ok], street_of, mids,
-                              [lat[i] for i in ok], [lon[i] for i in ok], ks=(1,))
-        metrics["mean_error_m"], metrics["median_error_m"] = sub["mean_error_m"], sub["median_error_m"]
-    else:
-        metrics["mean_error_m"] = metrics["median_error_m"] = float("nan")
-    return metrics, preds
+    unknown = sorted(set(truths) - set(street_of))
+    if unknown:
+        raise ValueError(f"{len(unknown)} true addresses are not in the vocabulary, e.g. {unknown[:3]}")
+    parsed = [parse_answer(a, cands, street_of) for a in answers]
+    n = len(parsed)
+    full = [p.kind in ("exact", "fuzzy") for p in parsed]
+    metrics: dict[str, float] = {
+        "n_images": float(n),
+        "SSA-1": sum(f and p.sub_street == t for f, p, t in zip(full, parsed, truths)) / n,
+        "SA-1": sum(p.street is not None and p.street == street_of[t] for p, t in zip(parsed, truths)) / n,
+        "valid_address_rate": sum(p.kind == "exact" for p in parsed) / n,
+        "full_address_rate": sum(full) / n,
+        "street_only_rate": sum(p.kind == "street" for p in parsed) / n,
+        "unparsed_rate": sum(p.kind == "none" for p in parsed) / n,
+    }
+    metrics["mean_error_m"] = metrics["median_error_m"] = float("nan")
+    ok = [i for i, f in enumerate(full) if f]
+    if lat is not None and lon is not None and ok:
+        mid = np.array([vocab.midpoint(parsed[i].sub_street) for i in ok], dtype=float)
+        err = haversine_m(mid[:, 0], mid[:, 1], np.asarray(lat, float)[ok], np.asarray(lon, float)[ok])
+        metrics["mean_error_m"], metrics["median_error_m"] = float(err.mean()), float(np.median(err))
+    return metrics, parsed
 
 
 def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str = "test",
                         question: str = DEFAULT_QUESTION, batch_size: int = 16, max_samples: int | None = None,
-                        max_new_tokens: int = 48, out_json: str | Path | None = None) -> dict[str, Any]:
+                        max_new_tokens: int = 48, out_json: str | Path | None = None, candidates_k: int = 0,
+                        clip_dir: str | Path | None = None, constrained: bool = False) -> dict[str, Any]:
     """Score an exported LLaVA on a dataset split; optionally write metrics + per-image answers."""
+    from llava_address.llava.generate import LlavaAddressAssistant
+
+    if candidates_k > 0 and clip_dir is None:
+        raise ValueError("candidate-grounded evaluation (candidates_k > 0) needs clip_dir (the AddressCLIP model)")
     assistant = LlavaAddressAssistant.from_pretrained(export_dir)
     vocab = read_addresses(data_dir)
     df = read_manifest(data_dir, split)
@@ -64,16 +93,32 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
         df = df.head(max_samples)
     if df.empty:
         raise ValueError(f"{data_dir}: no {split} images to evaluate")
+    images = [Path(data_dir) / p for p in df["image"]]
+    cands: list[list[tuple[str, float]]] = [[] for _ in images]
+    if candidates_k > 0:
+        from llava_address.clip.locator import AddressLocator
+
+        locator = AddressLocator.from_pretrained(clip_dir)
+        cands = [[(str(a), float(s)) for a, s in c]
+                 for c in locator.locate(images, candidates=list(vocab.sub_street), k=candidates_k)]
     answers: list[str] = []
     for lo in tqdm(range(0, len(df), batch_size), desc=f"LLaVA eval {split}", unit="batch"):
-        chunk = df.iloc[lo:lo + batch_size]
-        images = [Path(data_dir) / p for p in chunk["image"]]
-        answers += assistant.answer_batch(images, [question] * len(chunk), max_new_tokens=max_new_tokens)
-    metrics, preds = score_answers(answers, list(df["sub_street"]), list(df["lat"]), list(df["lon"]), vocab)
+        chunk = slice(lo, lo + batch_size)
+        qs = [grounded_question(question, c) for c in cands[chunk]]
+        allowed = None
+        if constrained:
+            allowed = [[a for a, _ in c] or list(vocab.sub_street) for c in cands[chunk]]
+        answers += assistant.answer_batch(images[chunk], qs, max_new_tokens=max_new_tokens, allowed_addresses=allowed)
+    truths = list(df["sub_street"])
+    metrics, parsed = score_answers(answers, truths, vocab, list(df["lat"]), list(df["lon"]))
+    if candidates_k > 0:  # AddressCLIP on the very same images, for the ratio the goals ask about
+        metrics["clip_SSA-1"] = float(np.mean([bool(c) and c[0][0] == t for c, t in zip(cands, truths)]))
+        metrics[f"clip_SSA-{candidates_k}"] = float(np.mean([t in {a for a, _ in c} for c, t in zip(cands, truths)]))
     result = {"export_dir": str(export_dir), "data_dir": str(data_dir), "split": split, "question": question,
-              **metrics}
+              "candidates_k": candidates_k, "constrained": constrained, **metrics}
     if out_json is not None:
         atomic_write_json(out_json, {**result, "answers": [
-            {"image": im, "truth": t, "answer": a, "parsed": p}
-            for im, t, a, p in zip(df["image"], df["sub_street"], answers, preds)]})
+            {"image": im, "truth": t, "answer": a, "parsed": p.sub_street, "parsed_street": p.street, "kind": p.kind,
+             **({"candidates": c} if c else {})}
+            for im, t, a, p, c in zip(df["image"], truths, answers, parsed, cands)]})
     return result

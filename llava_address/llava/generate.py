@@ -3,6 +3,11 @@
 Uses only the stock model, the processor's chat template and ``generate`` (greedy by default);
 history is passed in by the caller, never kept in globals. Streaming: pass a transformers
 ``TextStreamer``/``TextIteratorStreamer`` built on ``assistant.processor.tokenizer``.
+
+Constrained decoding (``allowed_addresses``): the answer is limited to
+``CONSTRAINED_ANSWER.format(address=a)`` for the given addresses, through a prefix trie over their
+token ids and ``generate``'s ``prefix_allowed_tokens_fn``. Greedy search then picks the address the
+model scores highest among real ones, so a wrong answer is at least a real address.
 """
 
 from __future__ import annotations
@@ -16,7 +21,31 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, TextItera
 
 from llava_address.llava.chat_template import history_to_messages
 
-__all__ = ["LlavaAddressAssistant"]
+__all__ = ["LlavaAddressAssistant", "CONSTRAINED_ANSWER", "AnswerTrie"]
+
+# The lead phrase of the most common "where" answer in the QA templates (data_gen/qa/templates.py).
+CONSTRAINED_ANSWER = "This photo was taken on {address}."
+
+
+class AnswerTrie:
+    """Prefix trie over the token ids of allowed answers (each ending in EOS): next allowed tokens."""
+
+    def __init__(self, tokenizer: Any, addresses: Sequence[str], template: str = CONSTRAINED_ANSWER) -> None:
+        if not addresses:
+            raise ValueError("constrained decoding needs at least one allowed address")
+        self.eos = tokenizer.eos_token_id
+        self.next: dict[tuple[int, ...], set[int]] = {}
+        self.answers: dict[tuple[int, ...], str] = {}
+        for addr in dict.fromkeys(addresses):
+            # a leading space: the template renders " {answer}</s>" after "ASSISTANT:"
+            ids = tokenizer(" " + template.format(address=addr), add_special_tokens=False)["input_ids"] + [self.eos]
+            self.answers[tuple(ids)] = addr
+            for i in range(len(ids)):
+                self.next.setdefault(tuple(ids[:i]), set()).add(ids[i])
+
+    def allowed(self, generated: Sequence[int]) -> list[int]:
+        """Tokens that keep ``generated`` on some allowed answer (after the end: EOS only)."""
+        return sorted(self.next.get(tuple(generated), {self.eos}))
 
 
 def _as_image(image: Any) -> Image.Image:
@@ -60,12 +89,27 @@ class LlavaAddressAssistant:
             tok.padding_side = side
         return {k: v.to(self.model.device) for k, v in out.items()}
 
+    def _constraint(self, allowed_addresses: Sequence[Sequence[str]], prompt_len: int):
+        """``prefix_allowed_tokens_fn`` for a batch: row i follows the trie of ``allowed_addresses[i]``."""
+        tries = [AnswerTrie(self.processor.tokenizer, a) for a in allowed_addresses]
+
+        def fn(row: int, ids: torch.Tensor) -> list[int]:
+            return tries[row].allowed(ids[prompt_len:].tolist())
+        return fn, max(len(ids) for t in tries for ids in t.answers)
+
     @torch.inference_mode()
-    def answer_batch(self, images: Sequence[Any], questions: Sequence[str], max_new_tokens: int = 64) -> list[str]:
-        """One single-turn greedy answer per (image, question)."""
+    def answer_batch(self, images: Sequence[Any], questions: Sequence[str], max_new_tokens: int = 64,
+                     allowed_addresses: Sequence[Sequence[str]] | None = None) -> list[str]:
+        """One single-turn greedy answer per (image, question); optionally constrained to real addresses."""
         ims = [_as_image(i) for i in images]
         inputs = self._inputs(ims, [history_to_messages(im, q, None) for im, q in zip(ims, questions)])
-        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        kw: dict[str, Any] = {}
+        if allowed_addresses is not None:
+            if len(allowed_addresses) != len(ims):
+                raise ValueError(f"{len(allowed_addresses)} allowed-address lists for {len(ims)} images")
+            kw["prefix_allowed_tokens_fn"], longest = self._constraint(allowed_addresses, inputs["input_ids"].shape[1])
+            max_new_tokens = max(max_new_tokens, longest)  # never cut an allowed answer short
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **kw)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
 
