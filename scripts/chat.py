@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--candidates", type=int, default=5,
                     help="AddressCLIP candidates to list (0: none, no --clip needed)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--grounded", action="store_true",
+                    help="candidate-grounded: the first question carries the AddressCLIP candidates")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return ap.parse_args(argv)
 
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assistant = load_assistant(model)
         locator = load_locator(clip) if args.candidates > 0 else None
-        session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens)
+        session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens,
+                              grounded=args.grounded)
         session.set_image(args.image)
     except (ImageInputError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

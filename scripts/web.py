@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates shown")
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--grounded", action="store_true", help="put the AddressCLIP candidates into the first question")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="larger photos get a message, not a run")
     return ap.parse_args(argv)
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or demo_artifact("llava_export", DEMO)
     clip = args.clip or demo_artifact("clip_model", DEMO)
     backend = WebBackend(model, clip, data, k=args.candidates, max_new_tokens=args.max_new_tokens,
-                         max_image_bytes=int(args.max_upload_mb * 2**20))
+                         max_image_bytes=int(args.max_upload_mb * 2**20), grounded=args.grounded)
     for note in backend.notes:
         logging.warning(note)
     launch(backend, host=args.host, port=args.port, block=True)

@@ -139,7 +139,7 @@ def test_split_subset_matches_all_and_splits_preserved(dataset, tmp_path):
 def test_all_turn_types_appear(many):
     recs, _ = many
     seen = Counter(t for r in recs for t in r["turn_types"])
-    assert set(seen) == set(TURN_TYPES), seen
+    assert set(seen) == set(TURN_TYPES) - {"grounded"}, seen  # grounded turns are opt-in (weight 0)
 
 
 def test_type_rules_follow_the_address(many):
@@ -347,6 +347,67 @@ def test_many_phrasings_per_type(many):
             q = e.question.replace("<image>\n", "").split("\n")[0]
             questions.setdefault(e.kind, set()).add(re.sub(r"\b(Main|Oak|Pine|Lonely) .*", "", q))
             answers.setdefault(e.kind, set()).add(e.answer.split(" ")[0])
-    for kind in TURN_TYPES:
+    for kind in set(TURN_TYPES) - {"grounded"}:  # grounded reuses the "where" questions (opt-in type)
         assert len(questions[kind]) >= 5, (kind, questions[kind])
     assert all(len(answers[k]) >= 2 for k in ("where", "street", "district", "cross_streets")), answers
+
+
+def test_grounded_turns_pick_or_say_none_fits():
+    """Candidate-grounded turns: first in the dialogue, the shared prompt layout, truth listed or not."""
+    from data_gen.qa.prompt import CANDIDATE_HEADER, NONE_FITS, grounded_question
+
+    vocab = make_vocab()
+    cfg = QAConfig(seed=1, type_weights={"grounded": 50.0}, grounded_k=3, grounded_pool=6)
+    gen = DialogueGenerator(vocab, cfg)
+    listed = first = n = 0
+    for sub in vocab.sub_street:
+        if sub == "Lonely Ln":
+            continue
+        for k in range(20):
+            rec, exs = gen.dialogue(f"images/{k}.jpg", address_of(vocab, sub), "train", k)
+            if "grounded" not in rec["turn_types"]:
+                continue
+            assert rec["turn_types"][0] == "grounded" and "where" not in rec["turn_types"]
+            assert "refine" not in rec["turn_types"]
+            ex = exs[0]
+            cands = ex.meta["candidates"]
+            assert len(cands) == 3 and len({c for c, _ in cands}) == 3
+            assert [s for _, s in cands] == sorted((s for _, s in cands), reverse=True)
+            near = {m for m, _ in gen.nearby.nearest(sub, 5)} | {sub}
+            assert {c for c, _ in cands} <= near                       # truth + its 5 nearest neighbours
+            assert rec["conversations"][0]["value"] == "<image>\n" + grounded_question(ex.question.split("\n")[0],
+                                                                                       cands)
+            assert CANDIDATE_HEADER in ex.question
+            n += 1
+            if ex.meta["rank"] is None:
+                assert ex.answer.startswith(NONE_FITS) and sub in ex.answer
+            else:
+                assert not ex.answer.startswith(NONE_FITS)
+                assert parse_answer_to_candidate(ex.answer, vocab.sub_street) == sub
+                listed += 1
+                first += ex.meta["rank"] == 1
+    assert n > 100 and 0 < first < listed < n  # sometimes first, sometimes lower, sometimes absent
+    stats = compute_qa_stats([gen.dialogue(f"images/{k}.jpg", address_of(vocab, vocab.sub_street[0]), "train", k)[0]
+                              for k in range(40)])["all"]["grounded"]
+    assert stats["turns"] > 0 and 0 <= stats["truth_first_rate"] <= stats["truth_listed_rate"] <= 1
+
+
+def test_candidate_simulator_rates_follow_true_logit():
+    import random
+
+    from data_gen.qa.prompt import CandidateSimulator
+
+    vocab = make_vocab()
+    nb = DialogueGenerator(vocab).nearby
+    subs = [s for s in vocab.sub_street if s != "Lonely Ln"]
+
+    def first_rate(true_logit):
+        sim, rng = CandidateSimulator(k=3, pool=6, true_logit=true_logit), random.Random(0)
+        return sum(sim.draw(s, nb.nearest(s, 5), rng)[0][0] == s for s in subs * 30) / (len(subs) * 30)
+    assert first_rate(-1.0) < first_rate(0.5) < first_rate(3.0)
+    assert first_rate(3.0) > 0.8
+    with pytest.raises(ValueError, match="k <= pool"):
+        CandidateSimulator(k=5, pool=3)
+    from llava_address.common.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="grounded_pool"):
+        load_config(None, QAConfig, ["grounded_k=8", "grounded_pool=4"])

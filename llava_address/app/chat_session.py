@@ -107,8 +107,9 @@ class ChatSession:
     """Questions about the current image, with its AddressCLIP candidates; history resets on a new image."""
 
     def __init__(self, assistant: Assistant, locator: Locator | None = None, k: int = 5,
-                 max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES):
+                 max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES, grounded: bool = False):
         self.assistant = assistant
+        self.grounded = grounded  # first question carries the candidates (data_gen.qa.prompt), as in training
         self.locator = locator
         self.k = k
         self.max_new_tokens = max_new_tokens
@@ -157,6 +158,10 @@ class ChatSession:
         question = question.strip()
         if not question:
             raise ValueError("empty question")
+        if self.grounded and not self.history:
+            from data_gen.qa.prompt import grounded_question
+
+            question = grounded_question(question, self.candidates)
         tok = _tokenizer_of(self.assistant)
         if tok is None:  # no tokenizer to decode a stream with: one chunk at the end
             answer = self._answer(question, None)

@@ -29,11 +29,19 @@ class ClipEvalSection(StrictModel):
     plots: bool = Field(True, description="prediction map + confusion PNGs")
 
 
+EVAL_MODES = ("plain", "plain_constrained", "grounded", "grounded_constrained")
+
+
 class LlavaEvalSection(StrictModel):
     split: Literal["train", "val", "test"] = "test"
     max_images: int | None = Field(200, ge=1, description="cap: generation is the slow part on CPU")
     max_new_tokens: int = Field(32, ge=4)
     batch_size: int = Field(16, ge=1)
+    modes: list[Literal["plain", "plain_constrained", "grounded", "grounded_constrained"]] = Field(
+        default_factory=lambda: ["plain"],
+        description="plain: the question alone; grounded: AddressCLIP's top-k in the question; "
+                    "_constrained: the answer limited to real addresses (the candidates / every sub-street)")
+    candidates: int = Field(5, ge=1, description="AddressCLIP top-k for the grounded modes")
 
 
 class ChatSection(StrictModel):
@@ -42,6 +50,7 @@ class ChatSection(StrictModel):
     candidates: int = Field(5, ge=1)
     max_new_tokens: int = Field(48, ge=4)
     image_index: int = Field(0, ge=0, description="which held-out test image to chat about")
+    grounded: bool = Field(False, description="also chat in candidate-grounded mode (candidates in the question)")
 
 
 class DemoConfig(StrictModel):

@@ -141,17 +141,29 @@ class _Demo:
         return StageOutput(metrics, arts)
 
     def llava_eval_stage(self, resume: bool) -> StageOutput:
+        """Generative eval in each configured mode (plain / grounded, free / constrained) on the same images."""
         from llava_address.llava.evaluate import evaluate_generative
 
         ec = self.cfg.llava_eval
-        out = self.out / "llava_eval" / f"eval_{ec.split}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        metrics = evaluate_generative(self.export, self.data, split=ec.split, question=self.cfg.chat.question,
-                                      batch_size=ec.batch_size, max_samples=ec.max_images,
-                                      max_new_tokens=ec.max_new_tokens, out_json=out)
-        nums = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        print("\n" + _metrics_table(nums, f"LLaVA (generated answers) / {ec.split}"), flush=True)
-        return StageOutput(nums, {"llava_eval": str(out)})
+        nums: dict[str, float] = {}
+        arts: dict[str, str] = {}
+        for mode in ec.modes:
+            out = self.out / "llava_eval" / f"eval_{ec.split}_{mode}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            grounded = mode.startswith("grounded")
+            metrics = evaluate_generative(self.export, self.data, split=ec.split, question=self.cfg.chat.question,
+                                          batch_size=ec.batch_size, max_samples=ec.max_images,
+                                          max_new_tokens=ec.max_new_tokens, out_json=out,
+                                          candidates_k=ec.candidates if grounded else 0,
+                                          clip_dir=self.clip_model if grounded else None,
+                                          constrained=mode.endswith("constrained"))
+            mode_nums = {k: float(v) for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            print("\n" + _metrics_table(mode_nums, f"LLaVA (generated answers, {mode}) / {ec.split}"), flush=True)
+            # the first mode keeps the plain metric names (README / older summaries); others are prefixed
+            nums.update(mode_nums if not nums else {f"{mode}_{k}": v for k, v in mode_nums.items()})
+            arts[f"llava_eval_{mode}"] = str(out)
+        return StageOutput(nums, arts)
 
     # ---- chat -------------------------------------------------------------------------------
     def chat_stage(self, resume: bool) -> StageOutput:
@@ -164,23 +176,28 @@ class _Demo:
             raise ValueError(f"{self.data}: no held-out test image to chat about")
         row = test.iloc[min(cc.image_index, len(test) - 1)]
         image = self.data / row["image"]
-        session = ChatSession(load_assistant(self.export), load_locator(self.clip_model), k=cc.candidates,
-                              max_new_tokens=cc.max_new_tokens)
-        session.set_image(image)
+        assistant, locator = load_assistant(self.export), load_locator(self.clip_model)
         print(f"\nchat about held-out test image {image} (true address: {row['sub_street']})")
-        turns = []
-        for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
-            print(f"Q: {q}\nA: ", end="", flush=True)
-            a = session.ask(q, on_text=lambda t: print(t, end="", flush=True))
-            print()
-            turns.append({"question": q, "answer": a})
-        first_pred = session.answer_address(turn=0)
+        metrics: dict[str, Any] = {"image": str(image), "true_address": str(row["sub_street"])}
+        for grounded in (False, True) if cc.grounded else (False,):
+            session = ChatSession(assistant, locator, k=cc.candidates, max_new_tokens=cc.max_new_tokens,
+                                  grounded=grounded)
+            session.set_image(image)
+            print(f"-- {'candidate-grounded' if grounded else 'plain'} mode --")
+            turns = []
+            for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
+                print(f"Q: {q}\nA: ", end="", flush=True)
+                a = session.ask(q, on_text=lambda t: print(t, end="", flush=True))
+                print()
+                turns.append({"question": q, "answer": a})
+            first_pred = session.answer_address(turn=0)
+            pre = "grounded_" if grounded else ""
+            metrics.update({f"{pre}turns": turns, f"{pre}first_answer_address": first_pred,
+                            f"{pre}first_answer_correct": first_pred == row["sub_street"]})
         from llava_address.app.chat_session import format_candidates
 
         print("AddressCLIP candidates:\n" + "\n".join(format_candidates(session.candidates)), flush=True)
-        metrics = {"image": str(image), "true_address": str(row["sub_street"]), "turns": turns,
-                   "candidates": [[a, round(s, 4)] for a, s in session.candidates],
-                   "first_answer_address": first_pred, "first_answer_correct": first_pred == row["sub_street"]}
+        metrics["candidates"] = [[a, round(s, 4)] for a, s in session.candidates]
         return StageOutput(metrics, {"chat_image": str(image)})
 
 
@@ -247,8 +264,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         cpu = rec.get("cpu_seconds")
         lines.append(f"{name:<14}{rec['status']:<8}{rec['seconds']:>9.1f}{cpu if cpu is not None else '-':>8}  {text}")
     chat = summary["stages"].get("chat", {}).get("metrics", {})
-    for turn in chat.get("turns", []):
-        lines.append(f"  chat Q: {turn['question']}\n  chat A: {turn['answer']}")
+    for pre, mode in (("", "plain"), ("grounded_", "candidate-grounded")):
+        for turn in chat.get(f"{pre}turns", []):
+            lines.append(f"  chat ({mode}) Q: {turn['question']}\n  chat ({mode}) A: {turn['answer']}")
     lines += [f"stage time total: {summary['stage_seconds_total']:.1f}s; "
               f"this run: {summary['wall_seconds_this_run']:.1f}s",
               "", "artefacts:"]

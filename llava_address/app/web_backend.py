@@ -45,11 +45,12 @@ class WebBackend:
 
     def __init__(self, model_dir: str | Path, clip_dir: str | Path, data_dir: str | Path | None = None,
                  k: int = 5, max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES,
-                 n_examples: int = 6, max_activation_images: int = 400):
+                 n_examples: int = 6, max_activation_images: int = 400, grounded: bool = False):
         self.model_dir, self.clip_dir = Path(model_dir), Path(clip_dir)
         self.data_dir = Path(data_dir) if data_dir else None
         self.k, self.max_new_tokens, self.max_image_bytes = k, max_new_tokens, max_image_bytes
         self.max_activation_images = max_activation_images
+        self.grounded = grounded
         self._lock = threading.Lock()
         self._assistant: Assistant | None = None
         self._locator: Locator | None = None
@@ -119,7 +120,7 @@ class WebBackend:
         load_image(path, self.max_image_bytes)  # file problems first: they are the user's to fix
         assistant, locator = self.models()
         session = ChatSession(assistant, locator, k=self.k, max_new_tokens=self.max_new_tokens,
-                              max_image_bytes=self.max_image_bytes)
+                              max_image_bytes=self.max_image_bytes, grounded=self.grounded)
         session.set_image(path)
         return session
 

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 from llava_address.llava.tokenizer import IMAGE_TOKEN
 
-__all__ = ["SYSTEM_PROMPT", "VICUNA_V1_TEMPLATE", "llava_json_to_messages", "history_to_messages"]
+__all__ = ["SYSTEM_PROMPT", "VICUNA_V1_TEMPLATE", "PLAIN_TEMPLATE", "TEMPLATES", "llava_json_to_messages",
+           "history_to_messages"]
 
 SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -45,6 +46,26 @@ VICUNA_V1_TEMPLATE = (
     "{% endif %}"
     "{% endfor %}"
 )
+
+
+# LLaVA-1.5's stage-1 ``plain`` format: "<image>" then the caption and "\n"; no system prompt, the
+# question is dropped, only the first exchange is used. Only the caption (+ "\n") is learned.
+PLAIN_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages[:2] %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if message['content'] is not string %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}{% endif %}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{% generation %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}"
+    "{{ '\n' }}{% endgeneration %}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+TEMPLATES = {"vicuna_v1": None, "plain": PLAIN_TEMPLATE}  # None: the processor's own (Vicuna v1)
 
 
 def _strip_image(text: str) -> tuple[str, bool]:

@@ -13,7 +13,11 @@ from pydantic import Field, model_validator
 
 from llava_address.common.config import StrictModel, load_config
 
-__all__ = ["TinyLM", "ModelConfig", "DataConfig", "StageConfig", "LlavaConfigFile", "load_llava_config"]
+__all__ = ["TinyLM", "ModelConfig", "ExtraJson", "DataConfig", "StageConfig", "WarmupConfig", "LlavaConfigFile",
+           "load_llava_config", "VISION_LORA_TARGET"]
+
+# LoRA on the CLIP tower's linears (stage2.vision: lora), as AddressVLM tunes its vision encoder.
+VISION_LORA_TARGET = r".*vision_tower.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
 
 
 class TinyLM(StrictModel):
@@ -52,6 +56,13 @@ class ModelConfig(StrictModel):
         "default", description="'default' drops CLS (LLaVA-1.5), 'full' keeps it")
 
 
+class ExtraJson(StrictModel):
+    """Extra LLaVA-format JSON mixed into stage 2 (e.g. LLaVA-1.5's general instruction data on a GPU box)."""
+
+    path: str = Field(..., description="LLaVA conversation JSON (list of {image, conversations})")
+    image_dir: str = Field(..., description="folder its 'image' paths are relative to (LLaVA's --image_folder)")
+
+
 class DataConfig(StrictModel):
     """Where the LLaVA JSON files are (paths relative to ``dataset_dir`` unless absolute)."""
 
@@ -61,6 +72,8 @@ class DataConfig(StrictModel):
     max_length: int = Field(1024, ge=32, description="longer dialogues are truncated (labels too)")
     max_samples: int | None = Field(None, ge=1, description="use only the first N samples (smoke runs)")
     eval_question: str = Field("Where was this photo taken?", description="generative-eval prompt")
+    extra_json: list[ExtraJson] = Field(default_factory=list,
+                                        description="stage 2: extra LLaVA JSON sets mixed with the address QA")
 
     def resolve(self, name: str) -> Path:
         p = Path(name)
@@ -93,6 +106,24 @@ class StageConfig(StrictModel):
                              description="regex: LM linears only (never the CLIP tower)")
     projector_lr: float | None = Field(2e-5, gt=0, description="own param group for the projector")
     qlora: bool = Field(False, description="load the LM in 4-bit NF4 (bitsandbytes) + LoRA")
+    template: Literal["vicuna_v1", "plain"] = Field(
+        "vicuna_v1", description="stage 1: 'plain' = LLaVA-1.5's pretrain format (image then caption, no "
+                                 "system prompt or question); stage 2 always uses vicuna_v1")
+    vision: Literal["frozen", "unfrozen", "lora"] = Field(
+        "frozen", description="stage 2: the CLIP tower frozen (LLaVA-1.5), fully trained, or LoRA-tuned "
+                              "(needs lora: true); stage 1 always freezes it")
+
+
+class WarmupConfig(StrictModel):
+    """Text-only warm-up of the tiny LM on the dialogue text before stage 1 (llava_address.llava.warmup)."""
+
+    enabled: bool = Field(False, description="only for model.text == 'tiny' (a real Vicuna already knows words)")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides epochs (tests)")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(256, ge=16, description="text tokens per sample (no image tokens here)")
+    seed: int = 42
 
 
 class LlavaConfigFile(StrictModel):
@@ -103,11 +134,20 @@ class LlavaConfigFile(StrictModel):
     data: DataConfig
     stage1: StageConfig = Field(default_factory=lambda: StageConfig(lr=1e-3, lora=False))
     stage2: StageConfig = Field(default_factory=lambda: StageConfig(lr=2e-4))
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
 
     @model_validator(mode="after")
     def _check(self) -> "LlavaConfigFile":
         if self.stage2.qlora and not self.stage2.lora:
             raise ValueError("stage2.qlora needs stage2.lora: true (4-bit weights cannot be fine-tuned fully)")
+        if self.stage2.vision == "lora" and not self.stage2.lora:
+            raise ValueError("stage2.vision: lora needs stage2.lora: true (use vision: unfrozen with a full LM)")
+        if self.stage2.template != "vicuna_v1":
+            raise ValueError("stage2.template: stage 2 trains the chat format, only 'vicuna_v1' is allowed")
+        if self.stage1.vision != "frozen":
+            raise ValueError("stage1.vision: stage 1 trains only the projector, the tower stays 'frozen'")
+        if self.warmup.enabled and self.model.text != "tiny":
+            raise ValueError("warmup.enabled: the text-only warm-up is for the tiny LM only (model.text: tiny)")
         return self
 
 

@@ -89,14 +89,16 @@ class LlavaJsonDataset(Dataset):
 class LlavaCollator:
     """Batch of {"image", "conversations"} -> model inputs with answer-only labels."""
 
-    def __init__(self, processor: ProcessorMixin, max_length: int = 1024) -> None:
+    def __init__(self, processor: ProcessorMixin, max_length: int = 1024, chat_template: str | None = None) -> None:
         self.processor = processor
         self.max_length = max_length
+        self.chat_template = chat_template  # None: the processor's (Vicuna v1); chat_template.PLAIN_TEMPLATE for stage 1
 
     def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         messages = [llava_json_to_messages(b["conversations"], b["image"]) for b in batch]
+        kw = {"chat_template": self.chat_template} if self.chat_template else {}
         out = self.processor.apply_chat_template(
-            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+            messages, **kw, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
             return_tensors="pt", processor_kwargs={"padding": True})
         mask = torch.as_tensor(out["assistant_masks"]).bool()
         labels = out["input_ids"].masked_fill(~mask, IGNORE_INDEX)

@@ -32,6 +32,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from llava_address.common.config import dump_config
 from llava_address.common.io import atomic_dir, atomic_write_json
 from llava_address.llava.build import build_llava
+from llava_address.llava.chat_template import TEMPLATES
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
 from llava_address.llava.tokenizer import train_tokenizer
@@ -88,11 +89,11 @@ def prepare_base(cfg: LlavaConfigFile) -> Path:
 
 
 # ---------------------------------------------------------------- trainable parts
-def freeze_for_stage(model: torch.nn.Module, stage: int, full_lm: bool = False) -> None:
-    """Stage 1: projector only. Stage 2 full fine-tune: LM + projector. Vision tower: never."""
+def freeze_for_stage(model: torch.nn.Module, stage: int, full_lm: bool = False, vision: str = "frozen") -> None:
+    """Stage 1: projector only. Stage 2 full fine-tune: LM + projector. Vision tower: only with stage-2 vision=unfrozen."""
     for name, p in model.named_parameters():
         if "vision_tower" in name:
-            p.requires_grad_(False)
+            p.requires_grad_(stage == 2 and vision == "unfrozen")
         elif PROJECTOR in name:
             p.requires_grad_(True)
         else:
@@ -103,8 +104,12 @@ def apply_lora(model: torch.nn.Module, sc: StageConfig) -> torch.nn.Module:
     """peft LoRA on the LM linears (regex keeps the CLIP tower out) + trainable projector copy."""
     from peft import LoraConfig, get_peft_model
 
+    from llava_address.llava.config import VISION_LORA_TARGET
+
+    target = f"(?:{sc.lora_target})|(?:{VISION_LORA_TARGET})" if sc.vision == "lora" else sc.lora_target
+    keep = [PROJECTOR] + (["vision_tower"] if sc.vision == "unfrozen" else [])
     lcfg = LoraConfig(r=sc.lora_r, lora_alpha=sc.lora_alpha, lora_dropout=sc.lora_dropout,
-                      target_modules=sc.lora_target, modules_to_save=[PROJECTOR], task_type="CAUSAL_LM")
+                      target_modules=target, modules_to_save=keep, task_type="CAUSAL_LM")
     return get_peft_model(model, lcfg)
 
 
@@ -222,10 +227,13 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
     with args.main_process_first(local=False, desc="assemble base model"):
         with _zero3_paused(args):
             base = prepare_base(cfg) if args.process_index == 0 else Path(cfg.output_dir) / "base"
+            if stage == 1 and cfg.warmup.enabled and args.process_index == 0:
+                from llava_address.llava.warmup import warm_up_base
+                warm_up_base(cfg, base)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True)
     model = _load_model(cfg, stage, sc, base)
     full_lm = stage == 2 and not sc.lora
-    freeze_for_stage(model, stage, full_lm)
+    freeze_for_stage(model, stage, full_lm, sc.vision)
     if stage == 2 and sc.lora:
         if sc.qlora:
             from peft import prepare_model_for_kbit_training
@@ -233,14 +241,16 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         elif sc.gradient_checkpointing:
             model.enable_input_require_grads()
         model = apply_lora(model, sc)
-        for name, p in model.named_parameters():  # peft must not wake the tower up
+        for name, p in model.named_parameters():  # peft must not wake the tower up (unless asked to)
             if "vision_tower" in name:
-                p.requires_grad_(False)
+                p.requires_grad_(sc.vision == "unfrozen" or (sc.vision == "lora" and "lora_" in name))
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     json_name = cfg.data.align_json if stage == 1 else cfg.data.qa_json
     dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples)
+    if stage == 2 and cfg.data.extra_json:
+        dataset = _with_extra(dataset, cfg)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
-                                 data_collator=LlavaCollator(processor, cfg.data.max_length),
+                                 data_collator=LlavaCollator(processor, cfg.data.max_length, TEMPLATES[sc.template]),
                                  projector_lr=sc.projector_lr if stage == 2 else None)
     if deepspeed and not trainer.is_deepspeed_enabled:
         raise RuntimeError(f"--deepspeed {deepspeed} given but the Trainer did not engage DeepSpeed")
@@ -282,6 +292,15 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
     if dist.is_initialized():
         dist.barrier()
     return record
+
+
+def _with_extra(dataset: LlavaJsonDataset, cfg: LlavaConfigFile) -> torch.utils.data.ConcatDataset:
+    """Stage-2 address QA + the extra LLaVA JSON sets (``data.extra_json``), skips counted per set."""
+    parts = [dataset] + [LlavaJsonDataset(e.path, e.image_dir, "train") for e in cfg.data.extra_json]
+    joined = torch.utils.data.ConcatDataset(parts)
+    joined.skipped = {k: sum(p.skipped.get(k, 0) for p in parts) for p in parts for k in p.skipped}
+    log.info("stage 2 data: %d address QA + %s extra records", len(dataset), [len(p) for p in parts[1:]])
+    return joined
 
 
 def _zero_stage(path: str) -> int:
