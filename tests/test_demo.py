@@ -71,9 +71,14 @@ def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
     assert m["clip_eval"]["median_error_m"] >= 0
     assert m["qa"]["dialogues"] > 0
     assert m["llava_stage1"]["global_step"] == 2 and m["llava_stage2"]["global_step"] == 2
-    for key in ("SSA-1", "SA-1"):
+    for key in ("SSA-1", "SA-1", "grounded_SSA-1", "grounded_clip_SSA-1"):
         assert 0.0 <= m["llava_eval"][key] <= 1.0
+    # constrained decoding: every answer names a real address, even from a 2-step model
+    assert m["llava_eval"]["plain_constrained_valid_address_rate"] == 1.0
+    assert m["llava_eval"]["grounded_constrained_valid_address_rate"] == 1.0
     assert [t["question"] for t in m["chat"]["turns"]] == ["Where was this photo taken?", "Which street is it on?"]
+    assert [t["question"] for t in m["chat"]["grounded_turns"]] == [t["question"] for t in m["chat"]["turns"]]
+    assert "chat (candidate-grounded) A:" in printed
     assert len(m["chat"]["candidates"]) == 3
     for name in ("dataset", "clip_model", "llava_export", "chat_image"):
         assert Path(summary["artifacts"][name]).exists(), name
