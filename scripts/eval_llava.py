@@ -1,10 +1,12 @@
 """python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity [--split test]
        [--candidates 5 --clip outputs/clip_tiny/final] [--constrained]
+python scripts/eval_llava.py --seed-table outputs/seeds/s0 outputs/seeds/s1 outputs/seeds/s2
 
 Generative evaluation of an exported LLaVA: ask where each photo was taken, parse the answer to a
 sub-street candidate, print SSA-1 / SA-1 / distance error and the valid-address / street-only /
 unparsed rates as JSON (and write them with --out). --candidates K puts AddressCLIP's top-K into
 the question (candidate-grounded mode); --constrained limits the answer to real addresses.
+--seed-table prints mean ± std over finished demo runs (one per seed) instead.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export", required=True, help="exported LLaVA dir (plain transformers layout)")
-    p.add_argument("--data", required=True, help="dataset dir (manifest + addresses.json + images/)")
+    p.add_argument("--seed-table", nargs="+", metavar="DEMO_OUT", default=None,
+                   help="print the mean ± std table of these demo output dirs (one per seed) and exit")
+    p.add_argument("--export", default=None, help="exported LLaVA dir (plain transformers layout)")
+    p.add_argument("--data", default=None, help="dataset dir (manifest + addresses.json + images/)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--question", default=None, help="prompt (default: 'Where was this photo taken?')")
     p.add_argument("--batch-size", type=int, default=16)
@@ -33,10 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.seed_table and not (args.export and args.data):
+        parser.error("--export and --data are required (unless --seed-table)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from llava_address.llava.evaluate import DEFAULT_QUESTION, evaluate_generative
+    from llava_address.llava.evaluate import DEFAULT_QUESTION, evaluate_generative, seed_table
 
+    if args.seed_table:
+        print(seed_table(args.seed_table))
+        return 0
     try:
         metrics = evaluate_generative(args.export, args.data, args.split, args.question or DEFAULT_QUESTION,
                                       args.batch_size, args.max_samples, args.max_new_tokens, args.out,

@@ -113,3 +113,23 @@ def test_evaluate_constrained_plain_mode_names_real_addresses(tmp_path):
     assert res["valid_address_rate"] == 1.0 and res["unparsed_rate"] == 0.0 and res["constrained"] is True
     with pytest.raises(ValueError, match="needs clip_dir"):
         evaluate_generative(export, data, candidates_k=3)
+
+
+def test_seed_table_mean_std_over_demo_runs(tmp_path, capsys):
+    runs = []
+    for s, (clip, plain, grounded) in enumerate([(0.20, 0.10, 0.22), (0.30, 0.20, 0.28)]):
+        d = tmp_path / f"s{s}" / "stages"
+        d.mkdir(parents=True)
+        (d / "clip_eval.json").write_text(json.dumps({"metrics": {"SSA-1": clip, "SA-1": clip + 0.1}}))
+        (d / "llava_eval.json").write_text(json.dumps({"metrics": {
+            "SSA-1": plain, "SA-1": 0.5, "valid_address_rate": 0.9, "street_only_rate": 0.05, "unparsed_rate": 0.05,
+            "grounded_SSA-1": grounded, "grounded_valid_address_rate": 1.0}}))
+        runs.append(str(tmp_path / f"s{s}"))
+    assert eval_llava.main(["--seed-table", *runs]) == 0
+    table = capsys.readouterr().out
+    assert "| AddressCLIP | 25.0 ± 7.1 | 35.0 ± 7.1 |" in table
+    assert "| LLaVA plain | 15.0 ± 7.1 | 50.0 ± 0.0 | 90.0 ± 0.0 | 5.0 ± 0.0 | 5.0 ± 0.0 |" in table
+    assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in table
+    assert "22.0 vs 20.0; 28.0 vs 30.0" in table
+    with pytest.raises(SystemExit):
+        eval_llava.main(["--data", "x"])  # --export missing

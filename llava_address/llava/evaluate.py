@@ -28,7 +28,7 @@ from data_gen.qa.prompt import grounded_question
 from llava_address.clip.metrics import haversine_m
 from llava_address.common.io import atomic_write_json
 
-__all__ = ["DEFAULT_QUESTION", "evaluate_generative", "score_answers"]
+__all__ = ["DEFAULT_QUESTION", "evaluate_generative", "score_answers", "seed_table"]
 
 log = logging.getLogger(__name__)
 DEFAULT_QUESTION = "Where was this photo taken?"
@@ -122,3 +122,36 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
              **({"candidates": c} if c else {})}
             for im, t, a, p, c in zip(df["image"], truths, answers, parsed, cands)]})
     return result
+
+
+SEED_ROWS = (("AddressCLIP", "clip_eval", "SSA-1"),
+             ("LLaVA plain", "llava_eval", "SSA-1"),
+             ("LLaVA plain, constrained", "llava_eval", "plain_constrained_SSA-1"),
+             ("LLaVA grounded (top-5 in prompt)", "llava_eval", "grounded_SSA-1"),
+             ("LLaVA grounded, constrained", "llava_eval", "grounded_constrained_SSA-1"))
+
+
+def seed_table(demo_outs: Sequence[str | Path]) -> str:
+    """Markdown table (mean ± std over demo runs, one per seed) of SSA-1 / SA-1 / valid-address rate per mode."""
+    from llava_address.common.io import read_json
+
+    runs = [{st: read_json(Path(d) / "stages" / f"{st}.json")["metrics"] for st in ("clip_eval", "llava_eval")}
+            for d in demo_outs]
+
+    def cell(stage: str, key: str) -> str:
+        vals = np.array([r[stage].get(key, np.nan) for r in runs], dtype=float) * 100
+        if np.isnan(vals).all():
+            return "–"
+        return f"{np.nanmean(vals):.1f} ± {np.nanstd(vals, ddof=1) if len(vals) > 1 else 0.0:.1f}"
+
+    lines = [f"| model ({len(runs)} seeds, mean ± std, %) | SSA-1 | SA-1 | valid address | street only | unparsed |",
+             "|---|---|---|---|---|---|"]
+    for name, stage, key in SEED_ROWS:
+        pre = key[: -len("SSA-1")]
+        extra = ["–"] * 3 if stage == "clip_eval" else [cell(stage, pre + k) for k in
+                                                         ("valid_address_rate", "street_only_rate", "unparsed_rate")]
+        lines.append(f"| {name} | {cell(stage, key)} | {cell(stage, pre + 'SA-1')} | " + " | ".join(extra) + " |")
+    per_seed = [f"{r['llava_eval'].get('grounded_SSA-1', np.nan) * 100:.1f} vs {r['clip_eval']['SSA-1'] * 100:.1f}"
+                for r in runs]
+    lines.append(f"\nper seed, grounded LLaVA vs AddressCLIP SSA-1: {'; '.join(per_seed)}")
+    return "\n".join(lines)
