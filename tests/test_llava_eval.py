@@ -13,7 +13,7 @@ import torch
 from _fixtures_llava import SUBS, make_clip_dir, make_dataset
 from data_gen.contract import read_addresses
 from llava_address.llava.build import build_llava
-from llava_address.llava.evaluate import evaluate_generative, score_answers
+from llava_address.llava.evaluate import evaluate_generative, score_answers, seed_table
 from llava_address.llava.generate import CONSTRAINED_ANSWER, AnswerTrie, LlavaAddressAssistant
 from llava_address.llava.tokenizer import train_tokenizer
 
@@ -131,5 +131,11 @@ def test_seed_table_mean_std_over_demo_runs(tmp_path, capsys):
     assert "| LLaVA plain | 15.0 ± 7.1 | 50.0 ± 0.0 | 90.0 ± 0.0 | 5.0 ± 0.0 | 5.0 ± 0.0 |" in table
     assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in table
     assert "22.0 vs 20.0; 28.0 vs 30.0" in table
+    # a run evaluated with eval_llava.py per mode (no demo marker) reads the same
+    (tmp_path / "s1" / "stages" / "llava_eval.json").unlink()
+    (tmp_path / "s1" / "llava_eval").mkdir()
+    for mode, v in (("plain", 0.20), ("grounded", 0.28)):
+        (tmp_path / "s1" / "llava_eval" / f"eval_test_{mode}.json").write_text(json.dumps({"SSA-1": v, "split": "test"}))
+    assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in seed_table(runs)
     with pytest.raises(SystemExit):
         eval_llava.main(["--data", "x"])  # --export missing

@@ -131,12 +131,30 @@ SEED_ROWS = (("AddressCLIP", "clip_eval", "SSA-1"),
              ("LLaVA grounded, constrained", "llava_eval", "grounded_constrained_SSA-1"))
 
 
+def _llava_eval_metrics(demo_out: Path) -> dict[str, float]:
+    """The demo's llava_eval marker, else its per-mode files (<out>/llava_eval/eval_test_<mode>.json)."""
+    from llava_address.common.io import read_json
+
+    marker = demo_out / "stages" / "llava_eval.json"
+    if marker.is_file():
+        return read_json(marker)["metrics"]
+    out: dict[str, float] = {}
+    for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained"):
+        path = demo_out / "llava_eval" / f"eval_test_{mode}.json"
+        if path.is_file():
+            pre = "" if mode == "plain" else f"{mode}_"
+            out.update({pre + k: v for k, v in read_json(path).items() if isinstance(v, (int, float))})
+    if not out:
+        raise FileNotFoundError(f"{demo_out}: no LLaVA eval results (stages/llava_eval.json or llava_eval/*.json)")
+    return out
+
+
 def seed_table(demo_outs: Sequence[str | Path]) -> str:
     """Markdown table (mean ± std over demo runs, one per seed) of SSA-1 / SA-1 / valid-address rate per mode."""
     from llava_address.common.io import read_json
 
-    runs = [{st: read_json(Path(d) / "stages" / f"{st}.json")["metrics"] for st in ("clip_eval", "llava_eval")}
-            for d in demo_outs]
+    runs = [{"clip_eval": read_json(Path(d) / "stages" / "clip_eval.json")["metrics"],
+             "llava_eval": _llava_eval_metrics(Path(d))} for d in demo_outs]
 
     def cell(stage: str, key: str) -> str:
         vals = np.array([r[stage].get(key, np.nan) for r in runs], dtype=float) * 100
