@@ -263,6 +263,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         text = ", ".join(f"{k}={_fmt(v)}" for k, v in nums.items())
         cpu = rec.get("cpu_seconds")
         lines.append(f"{name:<14}{rec['status']:<8}{rec['seconds']:>9.1f}{cpu if cpu is not None else '-':>8}  {text}")
+    ev = summary["stages"].get("llava_eval", {}).get("metrics", {})
+    clip = summary["stages"].get("clip_eval", {}).get("metrics", {})
+    if "SSA-1" in ev and "SSA-1" in clip:  # the goals of issue 11 at a glance: every mode vs AddressCLIP
+        lines.append(f"  AddressCLIP SSA-1 {clip['SSA-1']:.3f}; LLaVA answers on the same images:")
+        for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained"):
+            pre = "" if mode == "plain" else f"{mode}_"
+            if f"{pre}SSA-1" in ev:
+                lines.append(f"    {mode:<22}SSA-1 {ev[pre + 'SSA-1']:.3f}  SA-1 {ev[pre + 'SA-1']:.3f}  "
+                             f"valid address {ev[pre + 'valid_address_rate']:.3f}  "
+                             f"({ev[pre + 'SSA-1'] / max(clip['SSA-1'], 1e-9):.2f}x AddressCLIP)")
     chat = summary["stages"].get("chat", {}).get("metrics", {})
     for pre, mode in (("", "plain"), ("grounded_", "candidate-grounded")):
         for turn in chat.get(f"{pre}turns", []):
