@@ -139,3 +139,29 @@ def test_seed_table_mean_std_over_demo_runs(tmp_path, capsys):
     assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in seed_table(runs)
     with pytest.raises(SystemExit):
         eval_llava.main(["--data", "x"])  # --export missing
+
+
+def test_verification_keeps_plausible_answers_else_addressclip_top1():
+    from data_gen.qa.parse import ParsedAnswer
+    from llava_address.llava.evaluate import verify_with_candidates
+
+    cands = [[("A", 0.5), ("B", 0.3), ("C", 0.1)]] * 4
+    parsed = [ParsedAnswer("exact", "B", "s"),    # 0.3 >= 0.5 * 0.5: kept
+              ParsedAnswer("exact", "C", "s"),    # 0.1 < 0.25: AddressCLIP's top-1 instead
+              ParsedAnswer("exact", "Z", "s"),    # not a candidate: top-1
+              ParsedAnswer("none")]               # unparsed: top-1
+    assert verify_with_candidates(parsed, cands) == ["B", "A", "A", "A"]
+    assert verify_with_candidates(parsed[:2], cands[:2], ratio=0.1) == ["B", "C"]
+
+
+def test_grounded_constrained_eval_answers_only_listed_candidates(tmp_path_factory):
+    from _fixtures_app import tiny_app
+
+    app = tiny_app(tmp_path_factory.mktemp("app"))
+    out = tmp_path_factory.mktemp("ev") / "grounded.json"
+    res = evaluate_generative(app.llava, app.data, max_samples=4, max_new_tokens=4, candidates_k=3,
+                              clip_dir=app.clip, constrained=True, out_json=out)
+    assert res["valid_address_rate"] == 1.0 and 0 <= res["clip_SSA-1"] <= res["clip_SSA-3"] <= 1
+    assert 0 <= res["verified_SSA-1"] <= 1
+    for row in json.loads(out.read_text())["answers"]:
+        assert len(row["candidates"]) == 3 and row["parsed"] in {a for a, _ in row["candidates"]}

@@ -28,7 +28,7 @@ from data_gen.qa.prompt import grounded_question
 from llava_address.clip.metrics import haversine_m
 from llava_address.common.io import atomic_write_json
 
-__all__ = ["DEFAULT_QUESTION", "evaluate_generative", "score_answers", "seed_table"]
+__all__ = ["DEFAULT_QUESTION", "evaluate_generative", "score_answers", "seed_table", "verify_with_candidates"]
 
 log = logging.getLogger(__name__)
 DEFAULT_QUESTION = "Where was this photo taken?"
@@ -73,6 +73,25 @@ def score_answers(answers: Sequence[str], truths: Sequence[str], vocab: AddressV
     return metrics, parsed
 
 
+VERIFY_RATIO = 0.5
+
+
+def verify_with_candidates(parsed: Sequence[ParsedAnswer], candidates: Sequence[Sequence[tuple[str, float]]],
+                           ratio: float = VERIFY_RATIO) -> list[str | None]:
+    """Re-score each generated address with AddressCLIP: keep it if it is a listed candidate whose score is at
+    least ``ratio`` x the top candidate's, else fall back to AddressCLIP's top-1 (the optional verification step).
+
+    ``ratio`` is fixed a priori (0.5), not tuned on test images.
+    """
+    out: list[str | None] = []
+    for p, cands in zip(parsed, candidates):
+        scores = dict(cands)
+        top = cands[0] if cands else (None, 0.0)
+        ok = p.sub_street is not None and p.sub_street in scores and scores[p.sub_street] >= ratio * top[1]
+        out.append(p.sub_street if ok else top[0])
+    return out
+
+
 def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str = "test",
                         question: str = DEFAULT_QUESTION, batch_size: int = 16, max_samples: int | None = None,
                         max_new_tokens: int = 48, out_json: str | Path | None = None, candidates_k: int = 0,
@@ -113,6 +132,10 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
     metrics, parsed = score_answers(answers, truths, vocab, list(df["lat"]), list(df["lon"]))
     if candidates_k > 0:  # AddressCLIP on the very same images, for the ratio the goals ask about
         metrics["clip_SSA-1"] = float(np.mean([bool(c) and c[0][0] == t for c, t in zip(cands, truths)]))
+        verified = verify_with_candidates(parsed, cands)
+        metrics["verified_SSA-1"] = float(np.mean([v == t for v, t in zip(verified, truths)]))
+        metrics["verified_SA-1"] = float(np.mean([v is not None and vocab.street_of(v) == vocab.street_of(t)
+                                                  for v, t in zip(verified, truths)]))
         metrics[f"clip_SSA-{candidates_k}"] = float(np.mean([t in {a for a, _ in c} for c, t in zip(cands, truths)]))
     result = {"export_dir": str(export_dir), "data_dir": str(data_dir), "split": split, "question": question,
               "candidates_k": candidates_k, "constrained": constrained, **metrics}
@@ -128,7 +151,8 @@ SEED_ROWS = (("AddressCLIP", "clip_eval", "SSA-1"),
              ("LLaVA plain", "llava_eval", "SSA-1"),
              ("LLaVA plain, constrained", "llava_eval", "plain_constrained_SSA-1"),
              ("LLaVA grounded (top-5 in prompt)", "llava_eval", "grounded_SSA-1"),
-             ("LLaVA grounded, constrained", "llava_eval", "grounded_constrained_SSA-1"))
+             ("LLaVA grounded, constrained", "llava_eval", "grounded_constrained_SSA-1"),
+             ("LLaVA grounded + AddressCLIP verification", "llava_eval", "grounded_verified_SSA-1"))
 
 
 def _llava_eval_metrics(demo_out: Path) -> dict[str, float]:
