@@ -12,7 +12,6 @@ import logging
 import sys
 
 from data_gen.build_config import BuildConfig
-from data_gen.builder import build_dataset
 from llava_address.common.config import ConfigError, load_config
 from llava_address.common.io import read_json
 
@@ -29,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config, BuildConfig, args.overrides)
+        from data_gen.builder import build_dataset  # heavy (pandas, scipy): config errors answer first
+
         out = build_dataset(cfg, args.out, overwrite=args.overwrite)
     except (ConfigError, OSError, ValueError) as exc:  # OSError covers missing/foreign/unwritable paths
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message
