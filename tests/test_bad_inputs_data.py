@@ -22,10 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/data/tiny.yaml"
 
 
-def run_build(*args: str | Path) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts/build_dataset.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+def run_build(*args: str | Path) -> subprocess.CompletedProcess:
+    return run_script("build_dataset.py", *args)
 
 
 def tree_hash(folder: Path) -> dict[str, str]:
@@ -33,11 +37,11 @@ def tree_hash(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def error_line(res: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The one ``error:`` line of a failed run (asserting exit code and no traceback)."""
+def error_line(res: subprocess.CompletedProcess, code: int = 2, prefix: str = "error:") -> str:
+    """The one error line of a failed run (asserting exit code and no traceback)."""
     assert res.returncode == code, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(prefix)]
     assert len(lines) == 1, res.stderr[-2000:]
     return lines[0]
 
@@ -129,3 +133,10 @@ def test_real_photo_dump_builds_with_counted_skips(photo_folder, tmp_path):
     err = error_line(run_build("--config", TINY, "--out", out, *sets, "--set", "importer.resize=24"))
     assert "config changed (importer.resize: 16 -> 24)" in err and "--overwrite" in err
     assert tree_hash(out) == built and tree_hash(root) == before
+    # make_qa.py: --out naming an existing folder, --data naming a folder that is not a dataset
+    (tmp_path / "qa_dir").mkdir()
+    err = error_line(run_script("make_qa.py", "--data", out, "--out", tmp_path / "qa_dir", "--no-progress"),
+                     prefix="ERROR")
+    assert "qa_dir is a folder; give a file path" in err and not any((tmp_path / "qa_dir").iterdir())
+    err = error_line(run_script("make_qa.py", "--data", root, "--out", tmp_path / "qa.json"), prefix="ERROR")
+    assert "no addresses.json" in err and not (tmp_path / "qa.json").exists() and tree_hash(root) == before
