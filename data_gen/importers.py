@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,10 @@ def _dms(value) -> float:
 def exif_gps(path: Path) -> tuple[float, float] | None:
     """(lat, lon) from the EXIF GPS IFD, None if absent. Raises OSError for unreadable files
     and ``Image.DecompressionBombError`` (not an OSError) for images over Pillow's pixel limit."""
-    with Image.open(path) as im:
-        gps = im.getexif().get_ifd(GPS_IFD)
+    with warnings.catch_warnings():  # over ~89 M pixels Pillow warns; the loader's cap decides later
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            gps = im.getexif().get_ifd(GPS_IFD)
     if not gps or 2 not in gps or 4 not in gps:
         return None
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import stat
 
+import pandas as pd
 import pytest
 
-from llava_address.common.io import MARKER, NotOurFolderError, atomic_dir, atomic_write_text, read_marker
+from data_gen.contract import MANIFEST_COLUMNS, write_manifest
+from llava_address.common.io import MARKER, NotOurFolderError, atomic_dir, atomic_path, atomic_write_text, read_marker
 
 
 def _mode(p) -> int:
@@ -51,7 +53,13 @@ def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
         atomic_write_text(tmp_path / "f.txt", "x")
         with atomic_dir(tmp_path / "d") as tmp:
             atomic_write_text(tmp / "g.txt", "y")
+        with atomic_path(tmp_path / "lib.parquet") as tmp:  # a library writing into the temp path
+            pd.DataFrame({"a": [1]}).to_parquet(tmp)
+        row = {c: 1.0 if t.startswith("float") else "x" for c, t in MANIFEST_COLUMNS.items()}
+        write_manifest(tmp_path / "d", pd.DataFrame([{**row, "split": "train"}]))
     finally:
         os.umask(old)
-    assert _mode(tmp_path / "f.txt") == file_mode and _mode(tmp_path / "d" / "g.txt") == file_mode
+    for f in ("f.txt", "lib.parquet", "d/g.txt", "d/manifest.parquet"):
+        assert _mode(tmp_path / f) == file_mode, f
     assert _mode(tmp_path / "d") == dir_mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f.txt", "lib.parquet"]  # no temp files left
