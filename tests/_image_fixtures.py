@@ -23,12 +23,11 @@ def marked_image(h: int = 40, w: int = 60) -> np.ndarray:
     return a
 
 
-def save_with_orientation(path: Path, orientation: int, fmt: str | None = None, gps: tuple | None = None) -> Path:
-    im = Image.fromarray(marked_image())
+def save_with_orientation(path: Path, orientation: int, fmt: str | None = None, mode: str = "RGB") -> Path:
+    """``marked_image`` stored landscape (60x40) with an EXIF orientation tag."""
+    im = Image.fromarray(marked_image()).convert(mode)
     ex = im.getexif()
     ex[0x0112] = orientation
-    if gps is not None:
-        ex.get_ifd(0x8825).update(gps)
     im.save(path, fmt, exif=ex.tobytes())
     return path
 
