@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._image_fixtures import png_bomb, truncated_jpeg
+from _image_fixtures import png_bomb, truncated_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/data/tiny.yaml"
@@ -92,7 +92,7 @@ def photo_folder(tmp_path_factory):
     from data_gen.builder import load_network
     from data_gen.synthcity.sampling import sample_points
     from llava_address.common.config import load_config
-    from tests.test_importers import write_gps_jpeg
+    from test_importers import write_gps_jpeg
 
     root = tmp_path_factory.mktemp("photos")
     net = load_network(load_config(TINY, BuildConfig))

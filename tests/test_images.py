@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from llava_address.common.images import MAX_PIXELS, ImageLoadError, load_image
-from tests._image_fixtures import ORIENT_ROTATE_90_CW, png_bomb, save_with_orientation, truncated_jpeg
+from _image_fixtures import ORIENT_ROTATE_90_CW, png_bomb, save_with_orientation, truncated_jpeg
 
 
 @pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "P"), ("WEBP", "RGB")])

@@ -100,7 +100,7 @@ def test_dedupe_and_dispatch(tmp_path):
 
 
 def test_csv_with_byte_order_mark_and_oversized_images(tmp_path):
-    from tests._image_fixtures import png_bomb
+    from _image_fixtures import png_bomb
 
     write_gps_jpeg(tmp_path / "a.jpg", 60.1, 24.9)
     png_bomb(tmp_path / "bomb.png")
@@ -112,7 +112,7 @@ def test_csv_with_byte_order_mark_and_oversized_images(tmp_path):
 
 
 def test_exif_folder_counts_decompression_bombs(tmp_path):
-    from tests._image_fixtures import png_bomb
+    from _image_fixtures import png_bomb
 
     write_gps_jpeg(tmp_path / "a.jpg", 60.1, 24.9)
     png_bomb(tmp_path / "bomb.png")  # over Pillow's hard limit: DecompressionBombError, not OSError
