@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             out = subprocess.run([sys.executable, __file__, "--_child", str(p), str(args.max_side)],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout)
-            rows.append(f"| {args.side}² {mode} {fmt} ({p.stat().st_size / 1e3:.0f} KB) | {r['size'][0]}x{r['size'][1]} "
-                        f"| {r['s']:.2f} | {r['peak_added_mb']:.0f} | {r['held_mb']:.0f} |")
+            rows.append(f"| {args.side}² {mode} {fmt} ({p.stat().st_size / 1e3:.0f} KB) "
+                        f"| {r['size'][0]}x{r['size'][1]} | {r['s']:.2f} | {r['peak_added_mb']:.0f} | {r['held_mb']:.0f} |")
     print("\n".join(rows))
     return 0
 

@@ -110,7 +110,8 @@ class SplitsConfig(StrictModel):
     def _fractions_sum_to_one(self):
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + val + test must sum to 1, got {self.train} + {self.val} + {self.test} = {total:g}")
+            raise ValueError(f"train + val + test must sum to 1, "
+                             f"got {self.train} + {self.val} + {self.test} = {total:g}")
         return self
 
 

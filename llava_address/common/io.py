@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_bytes", "atomic_path", "atomic_dir", "read_json", "MARKER",
-           "read_marker", "NotOurFolderError"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_bytes", "atomic_path", "atomic_dir", "read_json",
+           "MARKER", "read_marker", "NotOurFolderError"]
 
 MARKER = ".llava_address"
 """JSON file inside every folder ``atomic_dir`` writes: {"written_by": "llava-address", ...caller's fields}."""
