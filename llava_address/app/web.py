@@ -7,6 +7,7 @@ maps drawn by matplotlib from the dataset's own network.geojson. Behaviour lives
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
@@ -21,6 +22,7 @@ from llava_address.app.web_backend import WebBackend  # noqa: E402
 
 __all__ = ["build_app", "launch"]
 
+log = logging.getLogger(__name__)
 CAND_COLUMNS = ["rank", "address", "score"]
 EMPTY_CANDS = pd.DataFrame(columns=CAND_COLUMNS)
 
@@ -33,7 +35,14 @@ def _error(msg: str) -> str:
     return f"**⚠ {msg}**"
 
 
-def build_app(backend: WebBackend) -> gr.Blocks:
+SESSION_TTL_S = 3600
+"""A chat session (downscaled photo + history) is dropped an hour after its last use."""
+CACHE_CLEANUP = (600, 3600)
+"""Gradio deletes its copies of uploads and shown images every 10 min once they are an hour old."""
+
+
+def build_app(backend: WebBackend, session_ttl_s: float = SESSION_TTL_S,
+              delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
     """The page for ``backend``'s models and dataset."""
 
     def analyse(path: str | None, question: str, progress=gr.Progress()) -> Iterator[tuple]:
@@ -94,12 +103,12 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         return img, top, f"Test photos coloured by similarity to **{query.strip()}**."
 
     notes = "\n".join(f"- {n}" for n in backend.notes)
-    with gr.Blocks(title="llava-address", analytics_enabled=False) as demo:
+    with gr.Blocks(title="llava-address", analytics_enabled=False, delete_cache=delete_cache) as demo:
         gr.Markdown("# llava-address\nFrom one street photo to a street address: a LLaVA answer, "
                     "AddressCLIP's nearby candidate addresses and the map.")
         if notes:
             gr.Markdown(notes, elem_id="notes")
-        session_state = gr.State(None)
+        session_state = gr.State(None, time_to_live=session_ttl_s)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label=f"Street photo (JPEG/PNG, ≤ {backend.max_image_bytes / 2**20:.3g} MB)",
@@ -137,11 +146,38 @@ def build_app(backend: WebBackend) -> gr.Blocks:
     return demo
 
 
+def return_freed_memory_to_os(threshold: int = 1 << 20) -> bool:
+    """glibc: serve allocations >= ``threshold`` bytes by mmap, so freeing them returns the memory.
+
+    Why: a 12000² PNG decodes to ~400 MB in 16 MB Pillow blocks. glibc raises its mmap threshold
+    after the first such block is freed, so later ones come from per-thread heaps that are never
+    given back: each upload then left ~600 MB resident. A fixed threshold (which also turns the
+    dynamic adjustment off) keeps the server within a few MB of its idle figure
+    (``benchmarks/web_memory.py``). Returns False where glibc's ``mallopt`` is not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3  # from <malloc.h>
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(m_mmap_threshold, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def launch(backend: WebBackend, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
-    """Serve the page locally (never a share link); ``block=False`` returns once it is up (tests)."""
+    """Serve the page locally (never a share link); ``block=False`` returns once it is up (tests).
+
+    Uploads over ``backend.max_image_bytes`` are refused by Gradio itself (``max_file_size``),
+    before they reach the disk or the models.
+    """
+    if not return_freed_memory_to_os():
+        log.warning("mallopt unavailable (not glibc): memory freed after large uploads may stay resident")
     demo = build_app(backend)
     allowed = [str(p) for p in (backend.data_dir,) if p is not None]
     demo.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-        allowed_paths=allowed, prevent_thread_lock=not block, quiet=not block, footer_links=[])
+        allowed_paths=allowed, prevent_thread_lock=not block, quiet=not block, footer_links=[],
+        max_file_size=backend.max_image_bytes)
     return demo
