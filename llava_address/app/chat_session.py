@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from llava_address.common.images import ImageLoadError
+from llava_address.common.images import load_image as decode_image
 
 __all__ = ["ImageInputError", "QuestionError", "ModelLoadError", "Assistant", "Locator", "load_image",
            "load_assistant", "load_locator", "format_candidates", "check_question", "neutralise_markers",
@@ -59,9 +61,10 @@ class Locator(Protocol):
 
 def load_image(source: str | Path, max_bytes: int = MAX_IMAGE_BYTES,
                max_side: int | None = SESSION_MAX_SIDE) -> Image.Image:
-    """Open any JPEG/PNG/... as RGB no larger than ``max_side``, or raise :class:`ImageInputError`.
+    """The photo as RGB, upright (EXIF), no larger than ``max_side``; else :class:`ImageInputError`.
 
-    Decompression bombs (Pillow's pixel cap) are refused with the image size in the message.
+    Decoding is :func:`llava_address.common.images.load_image` (pixel cap against decompression
+    bombs, downscale on load); this adds the upload byte limit and user-facing messages.
     """
     path = Path(source)
     if not path.is_file():
@@ -70,16 +73,13 @@ def load_image(source: str | Path, max_bytes: int = MAX_IMAGE_BYTES,
     if size > max_bytes:
         raise ImageInputError(f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.3g} MB")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                image = im.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise ImageInputError(f"{path.name} has too many pixels ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageInputError(f"{path.name} is not a readable image ({type(exc).__name__})") from None
-    return _downscaled(image, max_side)
+        return decode_image(path, max_side=max_side)
+    except ImageLoadError as exc:
+        if exc.kind == "too_large":
+            raise ImageInputError(f"{path.name} is too large to process: {exc.reason}") from None
+        if exc.kind == "unreadable":
+            raise ImageInputError(f"{path.name} cannot be read: {exc.reason}") from None
+        raise ImageInputError(f"{path.name} is not a readable image ({exc.reason})") from None
 
 
 def _downscaled(image: Image.Image, max_side: int | None) -> Image.Image:

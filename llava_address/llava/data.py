@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
-from llava_address.clip.data import open_image
+from llava_address.common.images import load_image
 from llava_address.common.io import read_json
 from llava_address.llava.chat_template import llava_json_to_messages
 
@@ -129,8 +129,8 @@ class LlavaJsonDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         rec = self.records[i]
         try:
-            image = open_image(self.dataset_dir / rec["image"])
-        except ValueError as exc:
+            image = load_image(self.dataset_dir / rec["image"])  # upright (EXIF), bounded
+        except ValueError as exc:  # ImageLoadError: undecodable, truncated or a decompression bomb
             if i not in self._failed:  # counted once, whatever the epoch
                 self._failed.add(i)
                 self.skipped["corrupt image"] = self.skipped.get("corrupt image", 0) + 1
