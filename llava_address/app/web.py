@@ -169,8 +169,9 @@ def return_freed_memory_to_os(threshold: int = 1 << 20) -> bool:
 def launch(backend: WebBackend, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
     """Serve the page locally (never a share link); ``block=False`` returns once it is up (tests).
 
-    Uploads over ``backend.max_image_bytes`` are refused by Gradio itself (``max_file_size``),
-    before they reach the disk or the models.
+    Gradio itself refuses uploads over twice ``backend.max_image_bytes`` + 1 MB (``max_file_size``)
+    before they reach the disk; between that and the limit, the page says why in its status line
+    (Gradio's own refusal is a bare "Error" toast).
     """
     if not return_freed_memory_to_os():
         log.warning("mallopt unavailable (not glibc): memory freed after large uploads may stay resident")
@@ -179,5 +180,5 @@ def launch(backend: WebBackend, host: str = "127.0.0.1", port: int = 7860, block
     demo.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
         allowed_paths=allowed, prevent_thread_lock=not block, quiet=not block, footer_links=[],
-        max_file_size=backend.max_image_bytes)
+        max_file_size=2 * backend.max_image_bytes + 2**20)
     return demo
