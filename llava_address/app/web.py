@@ -17,7 +17,8 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from llava_address.app.chat_session import DEFAULT_QUESTION, ChatSession, ImageInputError, ModelLoadError  # noqa: E402
+from llava_address.app.chat_session import (DEFAULT_QUESTION, MAX_QUESTION_CHARS, ChatSession,  # noqa: E402
+                                            ImageInputError, ModelLoadError, QuestionError, check_question)
 from llava_address.app.web_backend import WebBackend  # noqa: E402
 
 __all__ = ["build_app", "launch"]
@@ -50,11 +51,11 @@ def build_app(backend: WebBackend, session_ttl_s: float = SESSION_TTL_S,
         if not path:
             yield "Upload a street photo or pick an example.", None, "", EMPTY_CANDS, None, [], None
             return
-        question = (question or "").strip() or DEFAULT_QUESTION
         try:
+            question = check_question((question or "").strip() or DEFAULT_QUESTION)
             progress(0.1, desc="loading models and ranking candidate addresses")
             session = backend.new_session(path)
-        except (ImageInputError, ModelLoadError) as exc:
+        except (ImageInputError, ModelLoadError, QuestionError) as exc:
             yield _error(str(exc)), None, "", EMPTY_CANDS, None, [], None
             return
         truth = backend.truth_of(path)
@@ -85,6 +86,11 @@ def build_app(backend: WebBackend, session_ttl_s: float = SESSION_TTL_S,
         if session is None:
             yield chat, message, _error("analyse a photo first, then ask follow-up questions")
             return
+        try:
+            message = check_question(message, session.max_question_chars)
+        except QuestionError as exc:
+            yield chat, message, _error(str(exc))
+            return
         chat += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         text = ""
         for chunk in session.ask_stream(message):
@@ -113,7 +119,8 @@ def build_app(backend: WebBackend, session_ttl_s: float = SESSION_TTL_S,
             with gr.Column(scale=1):
                 upload = gr.File(label=f"Street photo (JPEG/PNG, ≤ {backend.max_image_bytes / 2**20:.3g} MB)",
                                  type="filepath", elem_id="upload")
-                question = gr.Textbox(value=DEFAULT_QUESTION, label="Question", elem_id="question")
+                question = gr.Textbox(value=DEFAULT_QUESTION, label="Question", elem_id="question",
+                                      max_length=MAX_QUESTION_CHARS)
                 locate = gr.Button("Locate", variant="primary", elem_id="locate")
                 if backend.examples:
                     gr.Examples(examples=[[p] for p in backend.examples], inputs=[upload], label="Test photos")
