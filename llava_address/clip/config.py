@@ -73,12 +73,19 @@ class LossConfig(StrictModel):
     use_semantic: bool = True
     use_geo: bool = True
     prompt_address: bool = Field(False, description="wrap address texts in model.prompt while training")
-    geo_scale_m: float | None = Field(None, gt=0, description="None: per-batch min-max; else d/scale clipped to 1")
+    geo_scale_m: float | None = Field(None, gt=0, description="None: per-batch min-max; else d/scale clipped to 1 "
+                                      "(distance form only)")
+    geo_form: Literal["distance", "paper"] = Field(
+        "distance", description="distance: MSE(1 − cos, haversine min-max), diagonal excluded; paper: MSE(cos, "
+        "1 − per-axis min-max UTM L1), diagonal included (losses.GeoLoss documents both)")
 
     @model_validator(mode="after")
     def _check(self) -> "LossConfig":
         if not (self.use_address or self.use_semantic or self.use_geo):
             raise ValueError("all loss terms are switched off")
+        if self.geo_form == "paper" and self.geo_scale_m is not None:
+            raise ValueError("loss.geo_scale_m only applies to loss.geo_form=distance (the paper form min-max "
+                             "normalises UTM axes per batch)")
         return self
 
 
