@@ -207,7 +207,8 @@ def _captions(cfg: BuildConfig, out: Path, rel: list[str], scene: list[str] | No
     from data_gen.captions import BlipCaptioner
 
     c = cfg.captions
-    cap = BlipCaptioner(c.model_dir or "", device=c.device, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
+    cap = BlipCaptioner(c.model_dir or "", device=c.device, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+                        prompt=c.prompt, min_new_tokens=c.min_new_tokens, num_beams=c.num_beams)
     outs: list[str] = []
     for i in tqdm(range(0, len(rel), c.batch_size), desc="BLIP captions", unit="batch"):
         ims = [Image.open(out / r).convert("RGB") for r in rel[i:i + c.batch_size]]
