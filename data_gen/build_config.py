@@ -131,6 +131,8 @@ class ImporterConfig(StrictModel):
     def _need_path(self):
         if self.kind != "synthcity" and not self.path:
             raise ValueError(f"importer.kind={self.kind} needs importer.path")
+        if self.kind == "pitts_mat" and not self.mat_paths:
+            raise ValueError("importer.kind=pitts_mat needs importer.mat_paths (NetVLAD .mat ground-truth files)")
         return self
 
 

@@ -103,9 +103,9 @@ def _photo_points(cfg: BuildConfig, net: RoadNetwork, dropped: Counter) -> Point
         kw.update(path_col=im.path_col, zone=im.zone, northern=im.northern, root=im.root)
     elif im.kind == "sfxl_parallel":
         kw = {"workers": im.workers, "check": im.check if im.verify else "none", "progress_file": im.progress_file}
-    res = run_importer(im.kind, *((im.mat_paths, im.path) if im.kind == "pitts_mat" else (im.path,)),
-                       **({**kw, "sets": im.sets, "zone": im.zone, "query_dir": im.query_dir}
-                          if im.kind == "pitts_mat" else kw))
+    elif im.kind == "pitts_mat":
+        kw.update(root=im.path, sets=im.sets, zone=im.zone, query_dir=im.query_dir)
+    res = run_importer(im.kind, im.mat_paths if im.kind == "pitts_mat" else im.path, **kw)
     recs = dedupe(res.records, res) if im.dedupe_bytes else _dedupe_paths(res.records, res)
     dropped.update(res.skipped)
     if not recs:
