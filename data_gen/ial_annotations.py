@@ -62,7 +62,9 @@ class IALConfig(StrictModel):
     """configs/data/*_ial*.yaml: where the authors' files are and where GPS comes from."""
 
     name: str = "pitts_ial"
-    root: str = Field(description="dataset root holding annotations/ and images/")
+    root: str = Field(description="dataset root holding the annotation and image folders")
+    annotations_dir: str = Field("annotations", description="folder of the JSON files under root")
+    images_dir: str = Field("images", description="image folder under root (SF-XL: 'processed')")
     out_dir: str | None = Field(None, description="default data/<name>")
     annotations: list[AnnotationSet] = Field(default_factory=lambda: [
         AnnotationSet(file="pitts_train.json", split="train"),
@@ -118,7 +120,7 @@ def _rows(cfg: IALConfig, images: Path, skipped: Counter) -> pd.DataFrame:
     gps = _gps_lookup(cfg)
     rows, seen = [], set()
     for aset in cfg.annotations:
-        path = Path(cfg.root) / "annotations" / aset.file
+        path = Path(cfg.root) / cfg.annotations_dir / aset.file
         data = read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected an object {{image key: [caption, address, canonical]}}")
@@ -189,9 +191,9 @@ def import_ial(cfg: IALConfig, out_dir: str | Path | None = None, overwrite: boo
     if out.exists() and not overwrite and (out / STATS_FILE).is_file():
         log.info("dataset %s already complete; skipping", out)
         return out
-    images = Path(cfg.root) / "images"
+    images = Path(cfg.root) / cfg.images_dir
     if not images.is_dir():
-        raise FileNotFoundError(f"no images/ folder under {cfg.root}")
+        raise FileNotFoundError(f"no {cfg.images_dir}/ folder under {cfg.root}")
     skipped: Counter = Counter()
     df = _rows(cfg, images, skipped)
     vocab, network = _vocab_and_network(df)
