@@ -21,6 +21,7 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
@@ -151,9 +152,7 @@ def header_check(path: str | Path) -> str:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except FileNotFoundError:
-        return "unreadable"
-    except PermissionError:
+    except (FileNotFoundError, PermissionError):
         return "unreadable"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return "corrupt_image"
@@ -198,8 +197,16 @@ def _sfxl_chunk(args: tuple[int, list[str], str]) -> tuple[int, list[list], dict
     return cid, keep, dict(skipped)
 
 
-def _read_progress(path: Path, n_chunks: int, chunk_size: int, check: str) -> dict[int, tuple[list, dict]]:
-    """Finished chunks from a progress file written by the same settings; a torn last line is ignored."""
+def _progress_head(paths: list[str], chunk_size: int, check: str) -> dict:
+    """Identifies one import: the exact file list (digest) and the settings that shape the chunks."""
+    import hashlib
+
+    digest = hashlib.blake2b("\n".join(paths).encode(), digest_size=16).hexdigest()
+    return {"files": len(paths), "digest": digest, "chunk_size": chunk_size, "check": check}
+
+
+def _read_progress(path: Path, head: dict) -> dict[int, tuple[list, dict]]:
+    """Finished chunks from a progress file of the same import; a torn last line is ignored."""
     done: dict[int, tuple[list, dict]] = {}
     if not path.is_file():
         return done
@@ -208,11 +215,10 @@ def _read_progress(path: Path, n_chunks: int, chunk_size: int, check: str) -> di
     if not lines:
         return done
     try:
-        head = json.loads(lines[0])
+        if json.loads(lines[0]) != head:
+            return done  # another file list or settings: start over
     except json.JSONDecodeError:
         return done
-    if head != {"n_chunks": n_chunks, "chunk_size": chunk_size, "check": check}:
-        return done  # another file list or settings: start over
     for line in lines[1:]:
         try:
             row = json.loads(line)
@@ -237,33 +243,24 @@ def import_sfxl_parallel(folder: str | Path, workers: int | None = None, check: 
     paths = list_images(folder)
     chunks = [paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size)]
     pf = Path(progress_file) if progress_file else None
-    done = _read_progress(pf, len(chunks), chunk_size, check) if pf else {}
+    head = _progress_head(paths, chunk_size, check)
+    done = _read_progress(pf, head) if pf else {}
     if pf and not done:
         pf.parent.mkdir(parents=True, exist_ok=True)
-        pf.write_text(json.dumps({"n_chunks": len(chunks), "chunk_size": chunk_size, "check": check}) + "\n")
+        pf.write_text(json.dumps(head) + "\n")
     todo = [(i, c, check) for i, c in enumerate(chunks) if i not in done]
-    bar = tqdm(total=len(paths), initial=sum(len(chunks[i]) for i in done), desc="SF-XL import", unit="img",
-               disable=not progress)
     workers = workers or os.cpu_count() or 1
-    fh = pf.open("a") if pf else None
-    try:
-        if workers == 1:
-            results = map(_sfxl_chunk, todo)
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_sfxl_chunk, todo)
-        for cid, recs, skipped in results:
+    with ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(paths), initial=sum(len(chunks[i]) for i in done),
+                                       desc="SF-XL import", unit="img", disable=not progress))
+        fh = stack.enter_context(pf.open("a")) if pf else None
+        pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers)) if workers > 1 else None
+        for cid, recs, skipped in (pool.map(_sfxl_chunk, todo) if pool else map(_sfxl_chunk, todo)):
             done[cid] = (recs, skipped)
-            if fh:
+            if fh:  # one line per finished chunk, flushed: a kill loses at most the chunks in flight
                 fh.write(json.dumps({"chunk": cid, "records": recs, "skipped": skipped}) + "\n")
                 fh.flush()
             bar.update(len(chunks[cid]))
-        if workers != 1:
-            pool.shutdown()
-    finally:
-        bar.close()
-        if fh:
-            fh.close()
     res = ImportResult()
     for cid in sorted(done):
         recs, skipped = done[cid]

@@ -76,7 +76,7 @@ def pitts(tmp_path_factory):
     root = tmp_path_factory.mktemp("pitts") / "Pittsburgh"
     lat, lon = _city_points(*PITTS, 240)
     e, n = _to_utm(lat, lon, 17)
-    mats, k = [], 0
+    mats = []
     for which, sl in (("train", slice(0, 160)), ("val", slice(160, 200)), ("test", slice(200, 240))):
         ids = np.arange(len(lat))[sl]
         db_ids, q_ids = ids[::2], ids[1::2]
@@ -89,7 +89,6 @@ def pitts(tmp_path_factory):
         mp = root.parent / f"pitts250k_{which}.mat"
         _write_dbstruct(mp, which, db, np.stack([e[db_ids], n[db_ids]]), q, np.stack([e[q_ids], n[q_ids]]))
         mats.append(mp)
-        k += len(ids)
     return root, mats, (lat, lon)
 
 
@@ -155,6 +154,9 @@ def test_sfxl_parallel_import_resumes_train_eval(tmp_path):
     prog.write_text("\n".join(lines[:3]) + "\n{\"chunk\": 5, \"rec")  # killed mid-write after 2 chunks
     again = import_sfxl_parallel(folder, workers=2, progress_file=prog, chunk_size=40, progress=False)
     assert [r.path for r in again.records] == [r.path for r in full.records]
+    _jpeg(folder / "03" / f"@{e[1]:.2f}@{n[1]:.2f}@10@S@{lat[1]:.5f}@{lon[1]:.5f}@new@@.jpg", 999)
+    grown = import_sfxl_parallel(folder, workers=1, progress_file=prog, chunk_size=40, progress=False)
+    assert len(grown.records) == 201  # another file list: the old progress file is not trusted
     cfg = load_config("configs/data/tiny.yaml", BuildConfig, [
         *CITY, "importer.kind=sfxl_parallel", f"importer.path={folder}", "importer.workers=2",
         "importer.dedupe_bytes=false", "captions.kind=none", "splits.min_points=3", "splits.buffer_m=1"])
