@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from data_gen.importers import IMAGE_EXTS, ImportResult, check_image, sfxl_latlon
+from llava_address.common.images import MAX_PIXELS
 
 __all__ = ["DbStruct", "read_dbstruct", "utm_array_to_latlon", "pitts_gps_lookup", "import_pitts_mat",
            "import_sfxl_parallel", "header_check", "list_images"]
@@ -148,15 +149,20 @@ def import_pitts_mat(mat_paths: str | Path | Iterable[str | Path], root: str | P
 
 
 def header_check(path: str | Path) -> str:
-    """'' if PIL recognises the file and reads a non-empty size from its header (no decode)."""
+    """'' if PIL recognises the file and its header gives a size the shared image loader accepts
+    (``llava_address.common.images.MAX_PIXELS``); no pixel is decoded."""
     try:
         with Image.open(path) as im:
             w, h = im.size
     except (FileNotFoundError, PermissionError):
         return "unreadable"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow refuses sizes over 2 × MAX_IMAGE_PIXELS at open
+        return "too_large"
+    except (OSError, SyntaxError, ValueError):
         return "corrupt_image"
-    return "" if w > 0 and h > 0 else "corrupt_image"
+    if w <= 0 or h <= 0:
+        return "corrupt_image"
+    return "too_large" if w * h > MAX_PIXELS else ""  # the shared loader would refuse it later
 
 
 def list_images(folder: str | Path) -> list[str]:

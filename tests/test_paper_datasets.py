@@ -204,3 +204,18 @@ def test_pitts_ial_annotations_import_train_eval(pitts, tmp_path):
     lat, lon = voc.midpoint(subs[0])
     assert abs(lat - PITTS[0]) < 0.02 and abs(lon - PITTS[1]) < 0.02
     _train_eval(data, tmp_path, "loss.geo_form=paper")
+
+
+def test_header_check_reads_the_size_without_decoding(tmp_path):
+    import struct
+    import zlib
+
+    p = tmp_path / "bomb.png"
+    Image.new("RGB", (1, 1)).save(p)
+    raw = bytearray(p.read_bytes())
+    ihdr = struct.pack(">II", 20000, 20000) + bytes(raw[24:29])  # claim 20000 × 20000, keep depth/colour
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    p.write_bytes(bytes(raw))
+    assert header_check(p) == "too_large"  # refused from the header alone: 400 M pixels are never decoded
+    assert header_check(tmp_path / "missing.jpg") == "unreadable"
