@@ -1,4 +1,4 @@
-"""Merge-by-count (paper: sub-streets with < 5 images merged) and the address template with district."""
+"""The address template with district (paper), alone and with merge-by-count (partition.min_images) in a build."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from shapely.geometry import LineString
 
+from data_gen.address_template import apply_address_template
 from data_gen.partition import SubStreet
-from data_gen.partition_count import apply_address_template, merge_by_count
 
 
 def _main_st():
@@ -16,21 +16,6 @@ def _main_st():
     return [SubStreet(f"Main St between {cross[i]} and {cross[i + 1]}", "Main St", cross[i], cross[i + 1],
                       LineString([(xs[i], 0), (xs[i + 1], 0)]), "Old Town" if i < 2 else "")
             for i in range(3)] + [SubStreet("Lone Rd", "Lone Rd", None, None, LineString([(0, 500), (50, 500)]))]
-
-
-def test_small_piece_merges_into_its_smaller_neighbour_and_names_the_outer_crossings():
-    pieces = _main_st()
-    names = np.array(["Main St between A St and B St"] * 10 + ["Main St between B St and C St"] * 2
-                     + ["Main St between C St and D St"] * 7 + ["Lone Rd"] * 2, dtype=object)
-    out, new = merge_by_count(pieces, names, 5)
-    got = {p.name for p in out}
-    assert got == {"Main St between A St and B St", "Main St between B St and D St", "Lone Rd"}
-    assert list(new).count("Main St between B St and D St") == 9 and len(new) == len(names)
-    merged = next(p for p in out if p.name == "Main St between B St and D St")
-    assert merged.geometry.length == pytest.approx(200.0) and (merged.from_street, merged.to_street) == ("B St", "D St")
-    assert list(new).count("Lone Rd") == 2  # nothing to merge with: kept as is
-    same, same_names = merge_by_count(_main_st(), names, 0)
-    assert list(same_names) == list(names) and len(same) == 4
 
 
 def test_address_template_adds_the_district_where_known():
