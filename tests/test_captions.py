@@ -28,7 +28,7 @@ def _tiny_blip(path):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign"] * 5,
+    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign", "a street view of"] * 5,
                             trainers.WordPieceTrainer(vocab_size=80, special_tokens=special))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
@@ -59,6 +59,13 @@ def _tiny_blip(path):
     proc.save_pretrained(path)
 
 
+@pytest.fixture(scope="module")
+def blip_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blip") / "blip"
+    _tiny_blip(path)
+    return path
+
+
 def test_scene_captioner_passes_through_in_order():
     cap = SceneCaptioner(["a", "b", "c"])
     assert isinstance(cap, Captioner)
@@ -78,12 +85,23 @@ def test_blip_missing_dir_is_a_clear_error(tmp_path):
         make_captioner("gpt")
 
 
-def test_blip_tiny_local_checkpoint_captions(tmp_path):
-    _tiny_blip(tmp_path / "blip")
-    cap = make_captioner("blip", tmp_path / "blip", batch_size=1, max_new_tokens=5)
+def test_blip_tiny_local_checkpoint_captions(blip_dir):
+    cap = make_captioner("blip", blip_dir, batch_size=1, max_new_tokens=5)
     assert isinstance(cap, Captioner)
     # different sizes than in training: the processor resizes; batch_size=1 vs 2 must not matter
     out = cap.caption([Image.new("RGB", (64, 48), "red"), Image.new("RGB", (20, 20), "blue")])
     assert out == [c for _, c in TRAIN]
-    assert make_captioner("blip", tmp_path / "blip", batch_size=2).caption([TRAIN[1][0], TRAIN[0][0]]) == \
+    assert make_captioner("blip", blip_dir, batch_size=2).caption([TRAIN[1][0], TRAIN[0][0]]) == \
         [TRAIN[1][1], TRAIN[0][1]]
+
+
+def test_blip_prompt_and_length_bounds(blip_dir):
+    """The paper's conditional prompt starts every caption; min/max new tokens bound its length."""
+    cap = BlipCaptioner(blip_dir, batch_size=2, prompt="a street view of", min_new_tokens=4,
+                        max_new_tokens=4)
+    out = cap.caption([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (50, 50), "blue")])
+    for t in out:
+        assert t.startswith("a street view of"), t
+        assert 1 <= len(t.split()) - 4 <= 4, t
+    with pytest.raises(ValueError, match="min_new_tokens 5 > max_new_tokens 3"):
+        BlipCaptioner(blip_dir, min_new_tokens=5, max_new_tokens=3)
