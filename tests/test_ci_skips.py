@@ -41,7 +41,8 @@ def test_required_skips_fail_only_in_ci(pytester, monkeypatch, ci):
         result.assert_outcomes(passed=1, skipped=1, failed=1, errors=2)  # setup/collection skips: errors
         out = result.stdout.str()
         for dep, why in (("osmnx", "could not import 'osmnx_is_not_installed_here'"),
-                         ("chromium", "no Chromium at /nowhere"), ("bitsandbytes", "could not import 'bitsandbytes_missing'")):
+                         ("chromium", "no Chromium at /nowhere"),
+                         ("bitsandbytes", "could not import 'bitsandbytes_missing'")):
             assert f"required dependency ({dep}) is missing: Skipped: {why}" in out
     else:
         result.assert_outcomes(passed=1, skipped=4)

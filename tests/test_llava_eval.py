@@ -85,7 +85,8 @@ def test_an_oracle_scores_100_and_a_mute_model_0(tmp_path, monkeypatch, kind):
     assert m["SSA-1"] == expected and m["SA-1"] == expected and m["parsed_rate"] == expected
     if kind == "oracle":
         # each test image lies 0.002 deg of longitude (at 60 N: ~111 m) from its sub-street's midpoint
-        assert m["mean_error_m"] == pytest.approx(111.3, abs=1.0) and m["median_error_m"] == pytest.approx(111.3, abs=1.0)
+        assert m["mean_error_m"] == pytest.approx(111.3, abs=1.0)
+        assert m["median_error_m"] == pytest.approx(111.3, abs=1.0)
     else:
         assert math.isnan(m["mean_error_m"])
     saved = json.loads(out.read_text())
