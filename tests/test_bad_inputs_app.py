@@ -99,7 +99,12 @@ def test_chat_bad_model_dirs(photo, export, tmp_path):
     assert f"cannot load the LLaVA model in {broken}" in line
 
 
-def test_eval_llava_bad_export(tmp_path):
+def test_eval_llava_bad_export_and_corrupt_test_image(tmp_path, export):
     data = make_dataset(tmp_path / "data", per_sub=2)
     line = _run("eval_llava", "--export", str(tmp_path / "no_export"), "--data", str(data), inputs=(data,))
     assert "no_export" in line
+    broken = data / "images" / "0_1.png"  # a test image (the last of its sub-street)
+    broken.write_bytes(broken.read_bytes()[:50])
+    line = _run("eval_llava", "--export", str(export), "--data", str(data), "--max-new-tokens", "2",
+                inputs=(data, export))
+    assert "cannot load image" in line and "0_1.png" in line
