@@ -190,7 +190,7 @@ def _training_args(cfg: LlavaConfigFile, stage: int, sc: StageConfig, deepspeed:
     return TrainingArguments(
         bf16=cfg.model.dtype == "bfloat16", fp16=cfg.model.dtype == "float16",
         # CPU autocast must be asked for (tests of the bf16 configs; slow, never the tiny configs)
-        use_cpu=mixed and not deepspeed and not torch.cuda.is_available(),
+        use_cpu=mixed and not torch.cuda.is_available(),
         accelerator_config={"use_configured_state": True} if configured else None,
         output_dir=str(Path(cfg.output_dir) / f"stage{stage}"), per_device_train_batch_size=sc.batch_size,
         gradient_accumulation_steps=sc.grad_accum, learning_rate=sc.lr, num_train_epochs=sc.epochs,
