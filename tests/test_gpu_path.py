@@ -200,3 +200,24 @@ def test_vicuna_without_sentencepiece_says_so(stand, monkeypatch):
     with pytest.raises(ImportError, match="install sentencepiece"):
         check_sentencepiece(stand["vicuna"])
     check_sentencepiece(stand["llava_hf"])  # has tokenizer.json: no sentencepiece needed
+
+
+
+def test_deepspeed_auto_resolves_bf16_for_the_7b_config(stand, tmp_path):
+    """With model.dtype bfloat16, DeepSpeed's "auto" is bf16 on (ZeRO-3 then partitions bf16, not fp32).
+
+    transformers' own resolver (what the Trainer calls on a DeepSpeed launch) fed with our
+    TrainingArguments; the launches themselves are tests/test_llava_deepspeed.py (fp32 tiny config).
+    """
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    from llava_address.llava.config import load_llava_config
+    from llava_address.llava.train import _training_args
+
+    cfg = load_llava_config(CONFIGS / "llava/llava_v15_7b_lora.yaml", _llava_sets(stand, tmp_path)[1::2])
+    args = _training_args(cfg, 2, cfg.stage2, None)
+    for zero in ("zero2", "zero3"):
+        ds = HfTrainerDeepSpeedConfig(json.loads((CONFIGS / "deepspeed" / f"{zero}.json").read_text()))
+        ds.trainer_config_process(args)
+        assert ds.config["bf16"]["enabled"] is True and ds.config["fp16"]["enabled"] is False, zero
+        assert ds.is_zero3() == (zero == "zero3")
