@@ -26,7 +26,8 @@ HELP = "commands: /image PATH (switch photo), /candidates (show them again), /qu
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--image", required=True, help="a JPEG/PNG street photo")
-    ap.add_argument("--export", "--model", dest="export", help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
+    ap.add_argument("--export", "--model", dest="export",
+                    help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
     ap.add_argument("--clip", help=f"AddressCLIP checkpoint dir (default: the demo's, {DEMO_OUT}/clip/model)")
     ap.add_argument("--question", help="ask this once and exit (default: interactive chat)")
     ap.add_argument("--candidates", type=int, default=5,

@@ -16,7 +16,8 @@ from llava_address.common.device import add_device_args, device_and_dtype
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export", "--model", dest="export", required=True, help="exported LLaVA dir (plain transformers layout)")
+    p.add_argument("--export", "--model", dest="export", required=True,
+                   help="exported LLaVA dir (plain transformers layout)")
     p.add_argument("--data", required=True, help="dataset dir (manifest + addresses.json + images/)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--question", default=None, help="prompt (default: 'Where was this photo taken?')")

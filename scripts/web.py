@@ -24,7 +24,8 @@ DEMO = "outputs/demo"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    ap.add_argument("--export", "--model", dest="export", help=f"LLaVA export dir (default: the demo's, {DEMO}/llava/export)")
+    ap.add_argument("--export", "--model", dest="export",
+                    help=f"LLaVA export dir (default: the demo's, {DEMO}/llava/export)")
     ap.add_argument("--clip", help=f"AddressCLIP checkpoint dir (default: the demo's, {DEMO}/clip/model)")
     ap.add_argument("--data", help=f"dataset dir: map, example photos, ground truth (default {DEMO}/data)")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 exposes it on the network)")

@@ -43,7 +43,7 @@ CORPUS = [
 # ---------------------------------------------------------------- CLIP (openai layout)
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:

@@ -130,8 +130,9 @@ def test_llava_7b_config_vicuna_bf16_stage1_stage2_export_chat(stand, tmp_path, 
     assert any(v.shape[0] == 128 for k, v in adapter.items() if "lora_A" in k)  # the shipped r128
     # one step at the projector's lr 2e-5 moves (nearly) every element; pure bf16 left 63-82 % unchanged
     for name, before in stage1.items():
-        after = next(v for k, v in adapter.items() if k.endswith(f"multi_modal_projector.modules_to_save.default.{name}")
-                     or k.endswith(f"multi_modal_projector.{name}"))
+        after = next(v for k, v in adapter.items()
+                     if k.endswith((f"multi_modal_projector.modules_to_save.default.{name}",
+                                    f"multi_modal_projector.{name}")))
         assert (after != before).float().mean() > 0.95, name
     # the export is bf16 on disk (half the bytes of fp32) and plain transformers loads it
     export = out / "export"
@@ -196,7 +197,8 @@ def test_vicuna_without_sentencepiece_says_so(stand, monkeypatch):
     from llava_address.llava.build import check_sentencepiece
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sentencepiece" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sentencepiece" else real(name, *a))
     with pytest.raises(ImportError, match="install sentencepiece"):
         check_sentencepiece(stand["vicuna"])
     check_sentencepiece(stand["llava_hf"])  # has tokenizer.json: no sentencepiece needed

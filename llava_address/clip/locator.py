@@ -102,7 +102,8 @@ class AddressLocator:
         out = []
         for i in range(0, len(images), self.batch_size):
             pil = [_load_image(x) for x in images[i:i + self.batch_size]]
-            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"].to(self.device, self._dtype)
+            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+            px = px.to(self.device, self._dtype)
             out.append(self.model.encode_image(px).float().cpu())
         if not out:
             raise ValueError("no images given")
