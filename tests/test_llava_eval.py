@@ -77,7 +77,7 @@ def test_an_oracle_scores_100_and_a_mute_model_0(tmp_path, monkeypatch, kind):
                 return [""] * len(images)
             return [f"This photo was taken on {truth_of[str(p)]}." for p in images]
 
-    monkeypatch.setattr(LlavaAddressAssistant, "from_pretrained", classmethod(lambda cls, d: Stub()))
+    monkeypatch.setattr(LlavaAddressAssistant, "from_pretrained", classmethod(lambda cls, d, **kw: Stub()))
     out = tmp_path / "eval.json"
     m = evaluate_generative(tmp_path / "export", data, batch_size=3, out_json=out)
     assert m["n_images"] == 4  # one test image per sub-street
