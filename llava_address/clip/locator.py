@@ -1,8 +1,10 @@
 """Inference: rank candidate addresses for images with a trained AddressCLIP.
 
-Scores are softmax probabilities over the candidate list of ``logit_scale · cos(image, text)``
-(the model's own learnt temperature), so they sum to 1 over the candidates given and compare
-across images. Candidate text embeddings are cached in memory keyed by a hash of the list (and
+Scores are softmax probabilities over the candidate list of ``logit_scale · cos(image, text) / T``:
+the model's own learnt scale, divided by the temperature T fitted on val when the checkpoint has a
+``calibration.json`` (``calibration.py``; T = 1 otherwise), so they sum to 1 over the candidates
+given, compare across images and, calibrated, say how often the top answer is right.
+``answer()`` adds the coarse-to-fine address and a lat/lon with radius (``answers.py``). Candidate text embeddings are cached in memory keyed by a hash of the list (and
 on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too);
 top-k is ``torch.topk`` over one matmul, which stays cheap at 100k candidates.
 """
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llava_address.clip.calibration import load_calibration
 from llava_address.clip.checkpoint import CANDIDATES_FILE
 from llava_address.clip.data import open_image
 from llava_address.clip.model import AddressCLIP
@@ -60,17 +63,22 @@ class AddressLocator:
     """``locate(images, candidates=None, k=5)`` -> per image [(address, probability), ...] best first."""
 
     def __init__(self, model: AddressCLIP, candidates: dict | None = None, model_dir: Path | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 64):
-        self.model = model.eval().to(device)
+                 device: str | torch.device = "cpu", batch_size: int = 64, calibration: dict | None = None):
+        self.model = model.eval().to(device) if hasattr(model, "to") else model
         self.device, self.batch_size = torch.device(device), batch_size
         self.info = candidates or {}
         self.prompt: str | None = self.info.get("prompt")
         self.model_dir = model_dir
         self._cache: dict[str, torch.Tensor] = {}
+        self.calibration = calibration or {}
+        self.temperature = float(self.calibration.get("temperature", 1.0))
+        self._gallery = None
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", **kw) -> "AddressLocator":
+    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", calibrated: bool = True,
+                        **kw) -> "AddressLocator":
+        """Load a checkpoint; ``calibrated=False`` ignores its calibration.json (raw model scores)."""
         d = Path(model_dir)
         if not d.is_dir():
             raise FileNotFoundError(f"AddressCLIP checkpoint folder not found: {d}")
@@ -85,7 +93,8 @@ class AddressLocator:
             from llava_address.clip.model import load_pretrained_dir
 
             model = load_pretrained_dir(str(d))
-        return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device, **kw)
+        return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device,
+                   calibration=load_calibration(d) if calibrated else None, **kw)
 
     @property
     def default_candidates(self) -> list[str]:
@@ -148,11 +157,15 @@ class AddressLocator:
         return self.model_dir / "candidate_cache" / f"{wkey}.npy"
 
     # ---- ranking ---------------------------------------------------------------------------
+    @property
+    def scale(self) -> float:
+        """The logit multiplier: the model's learnt scale over the calibrated temperature."""
+        return float(self.model.logit_scale().detach()) / self.temperature
+
     def scores(self, image_embeds: torch.Tensor, candidates: Sequence[str]) -> torch.Tensor:
         """(N, C) softmax probabilities over ``candidates``."""
         text = self.candidate_embeddings(candidates)
-        scale = float(self.model.logit_scale().detach())
-        return torch.softmax(scale * image_embeds @ text.t(), dim=-1)
+        return torch.softmax(self.scale * image_embeds @ text.t(), dim=-1)
 
     def locate(self, images: Sequence[ImageInput], candidates: Sequence[str] | None = None,
                k: int = 5) -> list[list[tuple[str, float]]]:
@@ -167,6 +180,24 @@ class AddressLocator:
     def top_k(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k softmax probabilities and indices without materialising the full softmax:
         p = exp(logit - logsumexp(logits)); one matmul + topk + logsumexp."""
-        logits = float(self.model.logit_scale().detach()) * (image_embeds @ text_embeds.t())
+        logits = self.scale * (image_embeds @ text_embeds.t())
         top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
         return torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True)), top.indices
+
+    # ---- actionable answers ------------------------------------------------------------------
+    @property
+    def gallery(self):
+        """Training-image embeddings kept beside the checkpoint (None: coordinates from midpoints)."""
+        if self._gallery is None and self.model_dir is not None and self.info.get("sub_street"):
+            from llava_address.clip.coordinates import Gallery
+
+            self._gallery = Gallery.load(self.model_dir, self.default_candidates) or False
+        return self._gallery or None
+
+    def answer(self, images: Sequence[ImageInput], k: int = 5) -> list[dict]:
+        """Per image: address at each level, the level answered at and its confidence, lat/lon + radius, top-k."""
+        from llava_address.clip.answers import build_answers
+
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        return build_answers(self, self.encode_images(list(images)), k=k)
