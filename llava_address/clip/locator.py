@@ -96,6 +96,21 @@ class AddressLocator:
         return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device,
                    calibration=load_calibration(d) if calibrated else None, **kw)
 
+    @classmethod
+    def from_onnx(cls, model_dir: str | Path, threads: int | None = None, **kw) -> "AddressLocator":
+        """The checkpoint's ONNX export (``onnx_export.py``): image encoder on onnxruntime and the saved
+        candidate embeddings; no text encoder, so only the checkpoint's own candidates can be ranked."""
+        from llava_address.clip.onnx_export import ONNX_DIR, OnnxAddressCLIP
+
+        d = Path(model_dir)
+        model = OnnxAddressCLIP(d / ONNX_DIR, threads=threads)
+        loc = cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, calibration=load_calibration(d), **kw)
+        cands = loc.default_candidates
+        if len(model.candidate_embeddings) != len(cands) or model.meta.get("prompt") != loc.prompt:
+            raise ValueError(f"{d / ONNX_DIR} was exported for other candidates: export it again")
+        loc._cache[loc._key(cands)] = model.candidate_embeddings
+        return loc
+
     @property
     def default_candidates(self) -> list[str]:
         if not self.info.get("sub_street"):
@@ -125,8 +140,11 @@ class AddressLocator:
             out.append(self.model.encode_text(**tok).float().cpu())
         return torch.cat(out)
 
+    def _key(self, candidates: Sequence[str]) -> str:
+        return hashlib.sha1(("\x1f".join(candidates) + f"\x1e{self.prompt}").encode("utf-8")).hexdigest()
+
     def candidate_embeddings(self, candidates: Sequence[str]) -> torch.Tensor:
-        key = hashlib.sha1(("\x1f".join(candidates) + f"\x1e{self.prompt}").encode("utf-8")).hexdigest()
+        key = self._key(candidates)
         if key in self._cache:
             return self._cache[key]
         disk = self._disk_path(key)
