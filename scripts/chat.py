@@ -15,7 +15,7 @@ import sys
 
 
 from llava_address.app.chat_session import (DEFAULT_QUESTION, ChatSession, ImageInputError,
-                                            ModelLoadError, format_candidates, load_assistant, load_locator)
+                                            ModelLoadError, format_answer, format_candidates, load_assistant, load_locator)
 from llava_address.app.demo_pipeline import demo_artifact
 
 DEMO_OUT = "outputs/demo"
@@ -39,6 +39,8 @@ def _show_candidates(session: ChatSession) -> None:
     if session.candidates:
         print(f"AddressCLIP candidates (top-{len(session.candidates)}; score = probability over all candidates):")
         print("\n".join(format_candidates(session.candidates)))
+    if session.clip_answer:
+        print("AddressCLIP answer: " + format_answer(session.clip_answer))
 
 
 def _answer(session: ChatSession, question: str) -> None:

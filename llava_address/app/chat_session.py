@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageInputError", "ModelLoadError", "Assistant", "Locator", "load_image", "load_assistant",
-           "load_locator", "format_candidates", "ChatSession", "DEFAULT_QUESTION",
+           "load_locator", "format_candidates", "format_answer", "ChatSession", "DEFAULT_QUESTION",
            "MAX_IMAGE_BYTES"]
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,18 @@ def format_candidates(candidates: Sequence[Candidate]) -> list[str]:
     return [f"  {i}. {score:6.3f}  {addr}" for i, (addr, score) in enumerate(candidates, 1)]
 
 
+def format_answer(ans: dict[str, Any] | None) -> str:
+    """AddressCLIP's actionable answer in one line: level, address, confidence, position ± radius."""
+    if not ans:
+        return ""
+    level = {"sub_street": "sub-street", "street": "street", "district": "district"}.get(ans["level"])
+    what = (f"{level} level: {ans['address']}" if level
+            else f"no level is sure enough; best guess {ans['address']}")
+    kind = "calibrated confidence" if ans.get("calibrated") else "uncalibrated score"
+    return (f"{what} ({kind} {ans['confidence']:.2f}); "
+            f"≈ {ans['lat']:.5f}, {ans['lon']:.5f} ± {ans['radius_m']:.0f} m")
+
+
 def _tokenizer_of(assistant: Any) -> Any:
     tok = getattr(assistant, "tokenizer", None)
     if tok is None:
@@ -117,6 +129,7 @@ class ChatSession:
         self.image_path: Path | None = None
         self.history: list[tuple[str, str]] = []
         self.candidates: list[Candidate] = []
+        self.clip_answer: dict[str, Any] | None = None  # level, confidence, lat/lon/radius (locator.answer)
 
     def set_image(self, source: str | Path | Image.Image) -> list[Candidate]:
         """Switch to a new photo (clears the conversation); returns its top-k candidates."""
@@ -125,8 +138,11 @@ class ChatSession:
         else:
             image, path = load_image(source, self.max_image_bytes), Path(source)
         self.image, self.image_path, self.history = image, path, []
-        self.candidates = []
-        if self.locator is not None and self.k > 0:
+        self.candidates, self.clip_answer = [], None
+        if self.locator is not None and self.k > 0 and hasattr(self.locator, "answer"):
+            self.clip_answer = self.locator.answer([image], k=self.k)[0]
+            self.candidates = [(str(a), float(s)) for a, s in self.clip_answer["top_k"]]
+        elif self.locator is not None and self.k > 0:
             self.candidates = [(str(a), float(s)) for a, s in self.locator.locate([image], k=self.k)[0]]
         return self.candidates
 

@@ -16,7 +16,8 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from llava_address.app.chat_session import DEFAULT_QUESTION, ChatSession, ImageInputError, ModelLoadError  # noqa: E402
+from llava_address.app.chat_session import (DEFAULT_QUESTION, ChatSession, ImageInputError, ModelLoadError,  # noqa: E402
+                                            format_answer)
 from llava_address.app.web_backend import WebBackend  # noqa: E402
 
 __all__ = ["build_app", "launch"]
@@ -63,6 +64,8 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         chat[-1]["content"] = answer
         progress(0.9, desc="drawing the map")
         status = f"Done. True address (dataset label): **{truth.sub_street}**" if truth else "Done."
+        if session.clip_answer:
+            status += f"  \nAddressCLIP, {format_answer(session.clip_answer)}"
         the_map = backend.render_map(session.predicted_address(), truth)
         yield status, gr.skip(), answer, gr.skip(), the_map, chat, session
 
