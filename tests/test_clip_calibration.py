@@ -10,7 +10,8 @@ from llava_address.clip.calibration import (coverage_accuracy, expected_calibrat
                                             load_calibration, nll, reliability_bins, save_calibration)
 from llava_address.clip.coordinates import (Gallery, knn_estimate, midpoint_estimate, radius_m, radius_scale_for,
                                             within_metrics)
-from llava_address.clip.hierarchy import Hierarchy, answer_levels, choose_threshold, level_metrics
+from llava_address.clip.hierarchy import (Hierarchy, answer_levels, choose_threshold, level_metrics,
+                                          wilson_lower_bound)
 from llava_address.common.geo import haversine_m
 
 
@@ -122,7 +123,9 @@ def test_choose_threshold_meets_the_target_on_the_data_it_sees(hier):
     dist_of = {"A1": "North", "A2": "North", "B1": "North", "C1": ""}
     truth = {"sub_street": list(subs), "street": [street_of[s] for s in subs], "district": [dist_of[s] for s in subs]}
     t, m = choose_threshold(hier, p, truth, target=0.9)
-    assert m["level_aware_accuracy"] >= 0.9
+    assert m["level_aware_accuracy_lower_bound"] >= 0.9 and m["level_aware_accuracy"] > 0.9
+    t0, m0 = choose_threshold(hier, p, truth, target=0.9, z=0.0)   # point estimate: a lower threshold
+    assert t0 <= t and m0["level_aware_accuracy"] >= 0.9
     lower = level_metrics(answer_levels(hier, p, t - 0.2), truth)
     assert lower["answered"] >= m["answered"]  # a lower threshold answers more
 
@@ -171,3 +174,9 @@ def test_gallery_round_trip_and_radius(tmp_path):
     assert np.mean(err <= radius_m(spread, a)) >= 0.5
     m = within_metrics(err, radius_m(spread, a))
     assert m["within_25m"] == 0.5 and m["median_error_m"] == 30.0
+
+
+def test_wilson_lower_bound_known_values():
+    assert wilson_lower_bound(1.0, 35, 1.645) == pytest.approx(35 / (35 + 1.645 ** 2))
+    assert wilson_lower_bound(0.9, 100, 1.645) == pytest.approx(0.8396, abs=1e-3)  # by hand: (0.9135 - 0.0512) / 1.0271
+    assert wilson_lower_bound(0.9, 100, 0.0) == pytest.approx(0.9)

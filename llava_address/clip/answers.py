@@ -2,7 +2,8 @@
 
 ``calibrate_checkpoint(model_dir, data_dir)`` runs once after training, on the val split only:
 1. temperature T (``calibration.py``);
-2. the coarse-to-fine threshold (``hierarchy.py``) that keeps level-aware answers right ≥ target;
+2. the coarse-to-fine threshold (``hierarchy.py``) that keeps level-aware answers right ≥ target
+   (with 95 % confidence on val);
 3. the training-image gallery (kept beside the checkpoint) and the coordinate rule (k-NN vs
    midpoint, neighbours, top-k) with the smaller val median error, plus its radius scale;
 all stored in ``calibration.json``. It then reports the test split: ECE before/after, reliability
@@ -135,6 +136,7 @@ def calibrate_checkpoint(model_dir: str | Path, data_dir: str | Path, out_dir: s
                "val_nll_before": nll(val_logits, val_y), "val_nll_after": nll(val_logits, val_y, t),
                "level_threshold": threshold, "level_target": target,
                "val_level_aware_accuracy": val_levels["level_aware_accuracy"],
+               "val_level_aware_accuracy_lower_bound": val_levels["level_aware_accuracy_lower_bound"],
                "coordinates": coord_cfg, "data": str(data_dir)}
     save_calibration(model_dir, payload)
 
