@@ -62,6 +62,8 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
 class AddressLocator:
     """``locate(images, candidates=None, k=5)`` -> per image [(address, probability), ...] best first."""
 
+    temperature: float = 1.0   # from calibration.json when the checkpoint has one
+
     def __init__(self, model: AddressCLIP, candidates: dict | None = None, model_dir: Path | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 64, calibration: dict | None = None):
         self.model = model.eval().to(device) if hasattr(model, "to") else model
