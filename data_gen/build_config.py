@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from data_gen.synthcity.conditions import CaptureConditions, default_split_conditions
 from llava_address.common.config import StrictModel
 
 __all__ = ["BuildConfig", "MapConfig", "SamplingConfig", "RenderConfig", "VoteSection", "PartitionConfig",
@@ -49,6 +50,14 @@ class SamplingConfig(StrictModel):
     outside_margin_m: float = Field(200.0, ge=0, description="imported points farther outside the map are dropped")
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _cap_fits_one_point(self):
+        # WHY: the cap subsamples whole points, so a cap below one point's views cannot be honoured
+        if self.max_images is not None and self.images_per_point > self.max_images:
+            raise ValueError(f"max_images ({self.max_images}) is smaller than images_per_point "
+                             f"({self.images_per_point}): no whole point fits under the cap")
+        return self
+
 
 class RenderConfig(StrictModel):
     size: int = Field(96, ge=16, le=512, description="square image side (px)")
@@ -57,6 +66,18 @@ class RenderConfig(StrictModel):
     field_wavelength_m: tuple[float, float] = Field((250.0, 1000.0), description="smooth-field wavelengths (m)")
     workers: int = Field(1, ge=1, description="render processes (multiprocessing Pool)")
     jpeg_quality: int = Field(92, ge=50, le=100)
+    conditions: dict[Literal["train", "val", "test"], CaptureConditions] = Field(
+        default_factory=default_split_conditions,
+        description="capture conditions per split (data_gen/synthcity/conditions.py); default: "
+                    "database conditions for train, wider/shifted query conditions for val and test")
+
+    @field_validator("conditions")
+    @classmethod
+    def _all_splits(cls, v):
+        missing = sorted({"train", "val", "test"} - set(v))
+        if missing:
+            raise ValueError(f"render.conditions needs every split; missing {missing}")
+        return v
 
 
 class VoteSection(StrictModel):
@@ -73,6 +94,8 @@ class VoteSection(StrictModel):
 
 class PartitionConfig(StrictModel):
     min_piece_m: float = Field(40.0, ge=0)
+    min_images: int = Field(1, ge=1, description="sub-streets with fewer located images merge into a touching "
+                            "neighbour of the same street (the paper uses 5); 1 = off")
 
 
 class SplitsConfig(StrictModel):
@@ -82,6 +105,14 @@ class SplitsConfig(StrictModel):
     buffer_m: float = Field(15.0, ge=0, description="gap between stretches of different splits")
     min_points: int = Field(10, ge=1, description="sub-streets with fewer points go to train only")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, "
+                             f"got {self.train} + {self.val} + {self.test} = {total:g}")
+        return self
 
 
 class ImporterConfig(StrictModel):

@@ -22,8 +22,8 @@ from PIL import Image
 
 from llava_address.clip.calibration import load_calibration
 from llava_address.clip.checkpoint import CANDIDATES_FILE
-from llava_address.clip.data import open_image
 from llava_address.clip.model import AddressCLIP
+from llava_address.common.images import load_image
 from llava_address.common.io import read_json
 
 __all__ = ["AddressLocator", "ImageInput", "REQUIRED_FILES"]
@@ -40,7 +40,7 @@ def _load_image(x: ImageInput) -> Image.Image:
     p = Path(x)
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
-    return open_image(p)
+    return load_image(p)
 
 
 def check_candidates(candidates: Sequence[str]) -> list[str]:
