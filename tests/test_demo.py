@@ -69,6 +69,7 @@ def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
     for key in ("SSA-1", "SSA-5", "SA-1", "SA-5"):
         assert 0.0 <= m["clip_eval"][key] <= 1.0
     assert m["clip_eval"]["median_error_m"] >= 0
+    assert m["clip_eval"]["temperature"] > 0 and 0 <= m["clip_eval"]["ECE_after"] <= 1  # calibrated on val
     assert m["qa"]["dialogues"] > 0
     assert m["llava_stage1"]["global_step"] == 2 and m["llava_stage2"]["global_step"] == 2
     for key in ("SSA-1", "SA-1"):

@@ -51,7 +51,7 @@ def build_answers(locator, image_embeds: torch.Tensor, k: int = 5) -> list[dict[
     probs = locator.scores(image_embeds, cands).double().numpy()
     cal = locator.calibration
     hier = Hierarchy.from_candidates(locator.info)
-    threshold = float(cal.get("level_threshold", 0.0 if not cal else 1.0))
+    threshold = float(cal.get("level_threshold", 0.0))  # uncalibrated: every photo at sub-street level
     levels = answer_levels(hier, probs, threshold)
     coords = cal.get("coordinates", {})
     lat, lon, spread, method = _coordinates(locator, image_embeds.numpy(), probs, coords)
@@ -77,7 +77,7 @@ def _labels(df, cands: list[str]) -> np.ndarray:
     return np.array([pos[s] for s in df["sub_street"]])
 
 
-def _truth(df, hier: Hierarchy) -> dict[str, list[str]]:
+def _truth(df) -> dict[str, list[str]]:
     return {"sub_street": list(df["sub_street"]), "street": list(df["street"]), "district": list(df["district"])}
 
 
@@ -124,7 +124,7 @@ def calibrate_checkpoint(model_dir: str | Path, data_dir: str | Path, out_dir: s
     val_df, val_feats, val_logits, val_y = data["val"]
     t = fit_temperature(val_logits, val_y)
     probs = {sp: torch.softmax(v[2] / t, -1).numpy() for sp, v in data.items()}
-    threshold, val_levels = choose_threshold(hier, probs["val"], _truth(val_df, hier), target)
+    threshold, val_levels = choose_threshold(hier, probs["val"], _truth(val_df), target)
     gallery = None
     if keep_gallery:
         tr_df, tr_feats, _ = embed_split(loc, data_dir, "train", progress=progress)
@@ -148,7 +148,7 @@ def calibrate_checkpoint(model_dir: str | Path, data_dir: str | Path, out_dir: s
                                  "ECE_before": expected_calibration_error(conf_before, correct),
                                  "ECE_after": expected_calibration_error(conf_after, correct),
                                  "NLL_before": nll(logits, y), "NLL_after": nll(logits, y, t)}
-    levels = level_metrics(answer_levels(hier, probs[split], threshold), _truth(df, hier))
+    levels = level_metrics(answer_levels(hier, probs[split], threshold), _truth(df))
     metrics.update({k: v for k, v in levels.items() if k != "n_images"})
     lat, lon = df["lat"].to_numpy(float), df["lon"].to_numpy(float)
     mlat, mlon, mspread = co.midpoint_estimate(probs[split], mids)
