@@ -68,6 +68,8 @@ class AddressLocator:
                  device: str | torch.device = "cpu", batch_size: int = 64, calibration: dict | None = None):
         self.model = model.eval().to(device) if hasattr(model, "to") else model
         self.device, self.batch_size = torch.device(device), batch_size
+        # pixels follow the weights (bf16 on GPU); the ONNX encoder takes float32
+        self._dtype = next(self.model.parameters()).dtype if hasattr(self.model, "parameters") else torch.float32
         self.info = candidates or {}
         self.prompt: str | None = self.info.get("prompt")
         self.model_dir = model_dir
@@ -78,8 +80,8 @@ class AddressLocator:
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", calibrated: bool = True,
-                        **kw) -> "AddressLocator":
+    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, calibrated: bool = True, **kw) -> "AddressLocator":
         """Load a checkpoint; ``calibrated=False`` ignores its calibration.json (raw model scores)."""
         d = Path(model_dir)
         if not d.is_dir():
@@ -95,7 +97,7 @@ class AddressLocator:
             from llava_address.clip.model import load_pretrained_dir
 
             model = load_pretrained_dir(str(d))
-        return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device,
+        return cls(model.to(dtype), read_json(d / CANDIDATES_FILE), model_dir=d, device=device,
                    calibration=load_calibration(d) if calibrated else None, **kw)
 
     @classmethod
@@ -126,7 +128,8 @@ class AddressLocator:
         out = []
         for i in range(0, len(images), self.batch_size):
             pil = [_load_image(x) for x in images[i:i + self.batch_size]]
-            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"].to(self.device)
+            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+            px = px.to(self.device, self._dtype)
             out.append(self.model.encode_image(px).float().cpu())
         if not out:
             raise ValueError("no images given")
