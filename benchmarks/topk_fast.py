@@ -1,8 +1,9 @@
 """python benchmarks/topk_fast.py [--n 100000] [--dim 512] [--threads 2] [--reps 30] [--hnsw]
 
 Top-5 over N normalised candidate embeddings: exact torch fp32 (today's AddressLocator.top_k),
-torch fp16/bf16 matrices, faiss-cpu exact (IndexFlatIP), int8 scalar quantisation (IndexScalarQuantizer) alone and with an exact fp32 re-rank of its top 64
-(IndexRefineFlat), and with --hnsw HNSW graphs (IndexHNSWFlat; minutes to build at 100k). One query and batches of 64: ms per image,
+torch fp16/bf16 matrices, faiss-cpu exact (IndexFlatIP), int8 scalar quantisation
+(IndexScalarQuantizer) alone and with an exact fp32 re-rank of its top 64 (IndexRefineFlat), and
+with --hnsw HNSW graphs (IndexHNSWFlat; minutes to build at 100k). One query and batches of 64: ms per image,
 build time, memory, and recall@5 against exact fp32 search. Queries are noisy copies of random
 candidates (a photo resembles its address), plus pure random queries for the hardest case.
 """
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     cand = rng.standard_normal((args.n, args.dim)).astype(np.float32)
     cand /= np.linalg.norm(cand, axis=1, keepdims=True)
-    near = cand[rng.integers(0, args.n, args.queries)] + rng.standard_normal((args.queries, args.dim)).astype(np.float32) * 0.02
+    noise = rng.standard_normal((args.queries, args.dim)).astype(np.float32) * 0.02
+    near = cand[rng.integers(0, args.n, args.queries)] + noise
     rand = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
     queries = {"near": near / np.linalg.norm(near, axis=1, keepdims=True),
                "random": rand / np.linalg.norm(rand, axis=1, keepdims=True)}

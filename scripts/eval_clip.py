@@ -1,8 +1,8 @@
-"""python scripts/eval_clip.py --clip outputs/clip_tiny/model --data DIR [--split test] [--out DIR] [--device auto] [--calibrate]
+"""python scripts/eval_clip.py --clip outputs/clip_tiny/model --data DIR [--split test] [--out DIR] [--device auto]
 
 Evaluate an AddressCLIP checkpoint: SSA-1/5, SA-1/5, mean/median distance error; writes
 eval_<split>.json / .md and two PNGs (predictions on the map, most-confused sub-streets).
---calibrate first fits on the val split and stores beside the checkpoint: temperature, level
+With --calibrate it first fits on the val split and stores beside the checkpoint: temperature, level
 threshold, training-image gallery and coordinate rule (calibration.json); then reports ECE
 before/after, reliability + coverage PNGs, level-aware accuracy and coordinate errors
 (calibration_<split>.json / .md).

@@ -80,7 +80,8 @@ def locate_images(locator, images: Sequence[str | Path], out_csv: str | Path, ou
     out_csv = Path(out_csv)
     out_geojson = Path(out_geojson) if out_geojson else out_csv.with_suffix(".geojson")
     skipped_file = out_csv.with_name(out_csv.name + ".skipped.json")
-    df = pd.read_csv(out_csv, dtype={"path": str}, keep_default_na=False) if out_csv.is_file() else pd.DataFrame(columns=CSV_COLUMNS)
+    df = (pd.read_csv(out_csv, dtype={"path": str}, keep_default_na=False) if out_csv.is_file()
+          else pd.DataFrame(columns=CSV_COLUMNS))
     if list(df.columns) != CSV_COLUMNS:
         raise ValueError(f"{out_csv} exists but is not a locate.py result (columns {list(df.columns)[:5]}...)")
     bad: dict[str, str] = read_json(skipped_file) if skipped_file.is_file() else {}

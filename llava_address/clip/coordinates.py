@@ -79,7 +79,8 @@ def _weighted_spread(lat, lon, w, elat, elon) -> np.ndarray:
     return np.sqrt(np.sum(w * d ** 2, axis=1) / np.maximum(w.sum(axis=1), 1e-12))
 
 
-def midpoint_estimate(probs: np.ndarray, midpoints: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def midpoint_estimate(probs: np.ndarray, midpoints: np.ndarray,
+                      k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lat, lon, spread_m) per image from (N, C) probabilities and (C, 2) candidate midpoints."""
     probs = np.asarray(probs, dtype=float)
     top = np.argsort(-probs, axis=1)[:, :k]

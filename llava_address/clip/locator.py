@@ -4,7 +4,8 @@ Scores are softmax probabilities over the candidate list of ``logit_scale · cos
 the model's own learnt scale, divided by the temperature T fitted on val when the checkpoint has a
 ``calibration.json`` (``calibration.py``; T = 1 otherwise), so they sum to 1 over the candidates
 given, compare across images and, calibrated, say how often the top answer is right.
-``answer()`` adds the coarse-to-fine address and a lat/lon with radius (``answers.py``). Candidate text embeddings are cached in memory keyed by a hash of the list (and
+``answer()`` adds the coarse-to-fine address and a lat/lon with radius (``answers.py``).
+Candidate text embeddings are cached in memory keyed by a hash of the list (and
 on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too);
 top-k is ``torch.topk`` over one matmul, which stays cheap at 100k candidates.
 """
