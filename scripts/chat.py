@@ -15,8 +15,8 @@ import sys
 
 
 from llava_address.app.chat_session import (DEFAULT_QUESTION, MAX_QUESTION_CHARS, ChatSession, ImageInputError,
-                                            ModelLoadError, QuestionError, check_question, format_candidates,
-                                            load_assistant, load_image, load_locator)
+                                            ModelLoadError, QuestionError, check_question, format_answer,
+                                            format_candidates, load_assistant, load_image, load_locator)
 from llava_address.app.demo_pipeline import demo_artifact
 from llava_address.common.device import add_device_args, device_and_dtype
 
@@ -45,6 +45,8 @@ def _show_candidates(session: ChatSession) -> None:
     if session.candidates:
         print(f"AddressCLIP candidates (top-{len(session.candidates)}; score = probability over all candidates):")
         print("\n".join(format_candidates(session.candidates)))
+    if session.clip_answer:
+        print("AddressCLIP answer: " + format_answer(session.clip_answer))
 
 
 def _answer(session: ChatSession, question: str) -> None:

@@ -76,6 +76,7 @@ def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
         assert m["clip_eval"][key] == pytest.approx(again_clip[key], abs=1e-6), key
     assert m["clip_eval"]["n_images"] == m["data"]["images_test"]
     assert m["clip_eval"]["SSA-5"] >= m["clip_eval"]["SSA-1"] and m["clip_eval"]["SA-1"] >= m["clip_eval"]["SSA-1"]
+    assert m["clip_eval"]["temperature"] > 0 and 0 <= m["clip_eval"]["ECE_after"] <= 1  # calibrated on val
     assert m["qa"]["dialogues"] > 0
     assert m["llava_stage1"]["global_step"] == 2 and m["llava_stage2"]["global_step"] == 2
     # LLaVA's numbers are the scoring of its own saved answers (a stub writing constants fails)

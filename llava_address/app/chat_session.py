@@ -19,9 +19,9 @@ from llava_address.common.images import ImageLoadError
 from llava_address.common.images import load_image as decode_image
 
 __all__ = ["ImageInputError", "QuestionError", "ModelLoadError", "Assistant", "Locator", "load_image",
-           "load_assistant", "load_locator", "format_candidates", "check_question", "neutralise_markers",
-           "ChatSession", "DEFAULT_QUESTION", "MAX_IMAGE_BYTES", "MAX_QUESTION_CHARS", "SESSION_MAX_SIDE",
-           "ROLE_MARKERS"]
+           "load_assistant", "load_locator", "format_candidates", "format_answer", "check_question",
+           "neutralise_markers", "ChatSession", "DEFAULT_QUESTION", "MAX_IMAGE_BYTES", "MAX_QUESTION_CHARS",
+           "SESSION_MAX_SIDE", "ROLE_MARKERS"]
 
 log = logging.getLogger(__name__)
 DEFAULT_QUESTION = "Where was this photo taken?"
@@ -173,6 +173,18 @@ def format_candidates(candidates: Sequence[Candidate]) -> list[str]:
     return [f"  {i}. {score:6.3f}  {addr}" for i, (addr, score) in enumerate(candidates, 1)]
 
 
+def format_answer(ans: dict[str, Any] | None) -> str:
+    """AddressCLIP's actionable answer in one line: level, address, confidence, position ± radius."""
+    if not ans:
+        return ""
+    level = {"sub_street": "sub-street", "street": "street", "district": "district"}.get(ans["level"])
+    what = (f"{level} level: {ans['address']}" if level
+            else f"no level is sure enough; best guess {ans['address']}")
+    kind = "calibrated confidence" if ans.get("calibrated") else "uncalibrated score"
+    return (f"{what} ({kind} {ans['confidence']:.2f}); "
+            f"≈ {ans['lat']:.5f}, {ans['lon']:.5f} ± {ans['radius_m']:.0f} m")
+
+
 def _tokenizer_of(assistant: Any) -> Any:
     tok = getattr(assistant, "tokenizer", None)
     if tok is None:
@@ -198,6 +210,7 @@ class ChatSession:
         self.image_path: Path | None = None
         self.history: list[tuple[str, str]] = []
         self.candidates: list[Candidate] = []
+        self.clip_answer: dict[str, Any] | None = None  # level, confidence, lat/lon/radius (locator.answer)
 
     def set_image(self, source: str | Path | Image.Image) -> list[Candidate]:
         """Switch to a new photo (clears the conversation); returns its top-k candidates."""
@@ -206,8 +219,11 @@ class ChatSession:
         else:
             image, path = load_image(source, self.max_image_bytes, self.max_side), Path(source)
         self.image, self.image_path, self.history = image, path, []
-        self.candidates = []
-        if self.locator is not None and self.k > 0:
+        self.candidates, self.clip_answer = [], None
+        if self.locator is not None and self.k > 0 and hasattr(self.locator, "answer"):
+            self.clip_answer = self.locator.answer([image], k=self.k)[0]
+            self.candidates = [(str(a), float(s)) for a, s in self.clip_answer["top_k"]]
+        elif self.locator is not None and self.k > 0:
             self.candidates = [(str(a), float(s)) for a, s in self.locator.locate([image], k=self.k)[0]]
         return self.candidates
 

@@ -18,7 +18,8 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from llava_address.app.chat_session import (DEFAULT_QUESTION, MAX_QUESTION_CHARS, ChatSession,  # noqa: E402
-                                            ImageInputError, ModelLoadError, QuestionError, check_question)
+                                            ImageInputError, ModelLoadError, QuestionError, check_question,
+                                            format_answer)
 from llava_address.app.web_backend import WebBackend  # noqa: E402
 
 __all__ = ["build_app", "launch"]
@@ -73,6 +74,8 @@ def build_app(backend: WebBackend, session_ttl_s: float = SESSION_TTL_S,
         chat[-1]["content"] = answer
         progress(0.9, desc="drawing the map")
         status = f"Done. True address (dataset label): **{truth.sub_street}**" if truth else "Done."
+        if session.clip_answer:
+            status += f"  \nAddressCLIP, {format_answer(session.clip_answer)}"
         the_map = backend.render_map(session.predicted_address(), truth)
         yield status, gr.skip(), answer, gr.skip(), the_map, chat, session
 
