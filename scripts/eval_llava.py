@@ -1,4 +1,4 @@
-"""python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity [--split test]
+"""python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity_helsinki [--split test] [--device auto]
        [--candidates 5 --clip outputs/clip_tiny/final] [--constrained]
 python scripts/eval_llava.py --seed-table outputs/seeds/s0 outputs/seeds/s1 outputs/seeds/s2
 
@@ -16,12 +16,15 @@ import json
 import logging
 import sys
 
+from llava_address.common.device import add_device_args, device_and_dtype
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed-table", nargs="+", metavar="DEMO_OUT", default=None,
                    help="print the mean ± std table of these demo output dirs (one per seed) and exit")
-    p.add_argument("--export", default=None, help="exported LLaVA dir (plain transformers layout)")
+    p.add_argument("--export", "--model", dest="export", default=None,
+                   help="exported LLaVA dir (plain transformers layout)")
     p.add_argument("--data", default=None, help="dataset dir (manifest + addresses.json + images/)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--question", default=None, help="prompt (default: 'Where was this photo taken?')")
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constrained", action="store_true",
                    help="constrain the answer to the listed candidates (plain mode: to every sub-street)")
     p.add_argument("--out", default=None, help="write metrics + per-image answers to this JSON")
+    add_device_args(p)
     return p
 
 
@@ -48,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         print(seed_table(args.seed_table))
         return 0
     try:
+        device, dtype = device_and_dtype(args, args.export)
         metrics = evaluate_generative(args.export, args.data, args.split, args.question or DEFAULT_QUESTION,
                                       args.batch_size, args.max_samples, args.max_new_tokens, args.out,
-                                      candidates_k=args.candidates, clip_dir=args.clip, constrained=args.constrained)
+                                      candidates_k=args.candidates, clip_dir=args.clip, constrained=args.constrained,
+                                      device=device, dtype=dtype)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

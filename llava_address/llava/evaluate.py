@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from data_gen.contract import AddressVocabulary, read_addresses, read_manifest
@@ -95,13 +96,15 @@ def verify_with_candidates(parsed: Sequence[ParsedAnswer], candidates: Sequence[
 def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str = "test",
                         question: str = DEFAULT_QUESTION, batch_size: int = 16, max_samples: int | None = None,
                         max_new_tokens: int = 48, out_json: str | Path | None = None, candidates_k: int = 0,
-                        clip_dir: str | Path | None = None, constrained: bool = False) -> dict[str, Any]:
+                        clip_dir: str | Path | None = None, constrained: bool = False,
+                        device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                        ) -> dict[str, Any]:
     """Score an exported LLaVA on a dataset split; optionally write metrics + per-image answers."""
     from llava_address.llava.generate import LlavaAddressAssistant
 
     if candidates_k > 0 and clip_dir is None:
         raise ValueError("candidate-grounded evaluation (candidates_k > 0) needs clip_dir (the AddressCLIP model)")
-    assistant = LlavaAddressAssistant.from_pretrained(export_dir)
+    assistant = LlavaAddressAssistant.from_pretrained(export_dir, dtype=dtype, device=device)
     vocab = read_addresses(data_dir)
     df = read_manifest(data_dir, split)
     known = df["sub_street"].isin(set(vocab.sub_street))
@@ -117,7 +120,7 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
     if candidates_k > 0:
         from llava_address.clip.locator import AddressLocator
 
-        locator = AddressLocator.from_pretrained(clip_dir)
+        locator = AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu")
         cands = [[(str(a), float(s)) for a, s in c]
                  for c in locator.locate(images, candidates=list(vocab.sub_street), k=candidates_k)]
     answers: list[str] = []
