@@ -75,11 +75,12 @@ def test_evaluate_generative_on_an_export(tmp_path):
     # the file's numbers are the scoring of its own answers
     test = read_manifest(data, "test").set_index("image")
     rows = saved["answers"]
-    rescored, parsed = score_answers([r["answer"] for r in rows], [r["truth"] for r in rows],
+    rescored, parsed = score_answers([r["answer"] for r in rows], [r["truth"] for r in rows], read_addresses(data),
                                      [test.loc[r["image"], "lat"] for r in rows],
-                                     [test.loc[r["image"], "lon"] for r in rows], read_addresses(data))
-    assert [r["parsed"] for r in rows] == parsed
-    for key in ("SSA-1", "SA-1", "parsed_rate"):
+                                     [test.loc[r["image"], "lon"] for r in rows])
+    assert [r["parsed"] for r in rows] == [p.sub_street for p in parsed]
+    assert [r["kind"] for r in rows] == [p.kind for p in parsed]
+    for key in ("SSA-1", "SA-1", "valid_address_rate", "street_only_rate", "unparsed_rate"):
         assert saved[key] == pytest.approx(rescored[key])
     direct = evaluate_generative(tmp_path / "export", data, max_new_tokens=6, max_samples=2)
     assert direct["n_images"] == 2
