@@ -90,7 +90,7 @@ def test_zero2_two_procs_both_stages_full_lm(dirs):
 
 
 def test_zero3_one_proc_stage2(dirs):
-    out = _launch(dirs, "z3x1", 1, "zero3", ["2"], "stage2.lora=false")
+    out = _launch(dirs, "z3x1", 1, "zero3", ["2"], "stage2.lora=false", "stage2.without_stage1=true")
     run = _run(out, 2)
     assert run["deepspeed_enabled"] is True and run["zero_stage"] == 3 and run["world_size"] == 1
     base = LlavaForConditionalGeneration.from_pretrained(out / "base").state_dict()

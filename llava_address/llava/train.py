@@ -32,7 +32,8 @@ from llava_address.common.config import dump_config
 from llava_address.common.fingerprint import dir_digest, file_digest, json_digest
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
-from llava_address.llava.checkpoints import FRESH_HINT, CheckpointError, find_resume_checkpoint, load_checkpoint_weights
+from llava_address.llava.checkpoints import (FRESH_HINT, file_problem, find_resume_checkpoint,
+                                             load_checkpoint_weights)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
 from llava_address.llava.tokenizer import train_tokenizer
@@ -109,9 +110,12 @@ def prepare_base(cfg: LlavaConfigFile) -> Path:
     inputs = base_inputs(cfg)
     if (base / "config.json").is_file():
         old = _read_record(base / BASE_INPUTS_FILE)
-        if old == inputs:
+        broken = next(((f, why) for f in sorted(base.iterdir()) if f.is_file() and (why := file_problem(f))), None)
+        if old == inputs and broken is None:
             return base
-        log.warning("rebuilding %s: it was assembled from other inputs (%s)", base, _changed(old, inputs))
+        reason = f"{broken[0].name} is unusable: {broken[1]}" if broken else \
+            f"it was assembled from other inputs ({_changed(old, inputs)})"
+        log.warning("rebuilding %s: %s", base, reason)
     m = cfg.model
     tokenizer = None
     if m.text == "tiny" and m.base_llava_dir is None:
