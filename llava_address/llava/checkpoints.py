@@ -9,9 +9,9 @@ keys ...", and a resumed stage went on from the weights it started with. Here a 
 names are mapped with the model's own conversion and every key must match, or
 :class:`CheckpointError` names the file. peft adapters load through peft, checked the same way.
 
-A checkpoint is usable when every weight/optimizer/state file in it opens (safetensors header
-covers the file, torch zip archives have their central directory, JSON parses); a killed save or
-a truncated copy is skipped in favour of the previous checkpoint, with a warning.
+A checkpoint is usable when every file in it opens (see
+:mod:`llava_address.common.checkpoint_files`); a killed save or a truncated copy is skipped in
+favour of the previous checkpoint, with a warning.
 """
 
 from __future__ import annotations
@@ -19,41 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-import zipfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
+
+from llava_address.common.checkpoint_files import CheckpointError, file_problem, folder_problem
 
 __all__ = ["CheckpointError", "FRESH_HINT", "checkpoint_problem", "file_problem", "find_resume_checkpoint",
            "load_model_weights", "load_adapter_weights", "load_checkpoint_weights"]
 
 log = logging.getLogger(__name__)
-FRESH_HINT = "rerun with --no-resume to start this stage fresh"
+FRESH_HINT = "rerun with --no-resume to start this stage fresh (scripts/demo.py: --fresh)"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-_TORCH_ZIP = (".pt", ".pth", ".bin")
-_STATE_FILES = ("trainer_state.json",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file and what to do."""
-
-
-def file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be loaded (cheap checks: headers and archive directories), or None."""
-    try:
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), "pt") as fh:
-                fh.keys()
-        elif path.suffix in _TORCH_ZIP:
-            with zipfile.ZipFile(path) as zf:
-                zf.namelist()
-        elif path.suffix == ".json":
-            json.loads(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - any failure to open is the answer
-        return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-    return None
 
 
 def checkpoint_problem(ckpt: Path) -> tuple[Path, str] | None:
@@ -64,11 +42,7 @@ def checkpoint_problem(ckpt: Path) -> tuple[Path, str] | None:
                                   "pytorch_model.bin")]
     if not any(w.is_file() for w in weights) and not any(ckpt.glob("global_step*")):
         return ckpt, "no model weights in it"
-    for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
-        reason = file_problem(f)
-        if reason:
-            return f, reason
-    return None
+    return folder_problem(ckpt)
 
 
 def _checkpoints(stage_dir: Path) -> list[Path]:
