@@ -32,7 +32,7 @@ from llava_address.common.config import dump_config
 from llava_address.common.fingerprint import dir_digest, file_digest, json_digest
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
-from llava_address.llava.checkpoints import (FRESH_HINT, file_problem, find_resume_checkpoint,
+from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, file_problem, find_resume_checkpoint,
                                              load_checkpoint_weights)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
@@ -278,7 +278,10 @@ def _load_model(cfg: LlavaConfigFile, stage: int, sc: StageConfig, base: Path) -
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_DTYPES[cfg.model.dtype],
             llm_int8_skip_modules=[r".*vision_tower", rf".*{PROJECTOR}", "lm_head"])
-    model = LlavaForConditionalGeneration.from_pretrained(base, **kw)
+    model, info = LlavaForConditionalGeneration.from_pretrained(base, output_loading_info=True, **kw)
+    bad = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if bad:  # a base that does not fill the model would train from random weights
+        raise CheckpointError(f"{base}: weights do not match the model ({bad}); delete {base} to rebuild it")
     if stage == 2:
         proj = _stage1_projector(cfg)
         if proj is not None:
