@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from _fixtures_llava import make_clip_dir, make_dataset, tiny_overrides
-from llava_address.llava.checkpoints import CheckpointError, load_model_weights
+from llava_address.llava.checkpoints import CheckpointError, load_model_weights, verify_restored
 from llava_address.llava.config import load_llava_config
 from llava_address.llava.train import StageInputsError, prepare_base, train_stage
 
@@ -170,6 +170,11 @@ def test_checkpoint_in_another_key_layout_is_an_error(env, tmp_path):
     with pytest.raises(CheckpointError, match="missing keys") as err:
         load_model_weights(model, ckpt)
     assert str(ckpt / "model.safetensors") in str(err.value)
+    verify_restored(model, base)  # what the Trainer restored is checked against the file, too
+    with torch.no_grad():
+        model.model.multi_modal_projector.linear_1.bias.add_(1e-3)
+    with pytest.raises(CheckpointError, match="did not restore 1 of"):
+        verify_restored(model, base)
 
 
 def test_base_follows_its_inputs_and_stale_checkpoints_are_refused(env, caplog):

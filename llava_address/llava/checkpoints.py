@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from llava_address.common.checkpoint_files import CheckpointError, file_problem, folder_problem
 
 __all__ = ["CheckpointError", "FRESH_HINT", "checkpoint_problem", "file_problem", "find_resume_checkpoint",
-           "load_model_weights", "load_adapter_weights", "load_checkpoint_weights"]
+           "load_model_weights", "load_adapter_weights", "load_checkpoint_weights", "verify_restored"]
 
 log = logging.getLogger(__name__)
 FRESH_HINT = "rerun with --no-resume to start this stage fresh (scripts/demo.py: --fresh)"
@@ -139,3 +139,26 @@ def load_checkpoint_weights(model: torch.nn.Module, ckpt: Path) -> None:
     else:
         load_model_weights(model, ckpt)
     log.info("loaded weights of %s (every key matched)", ckpt)
+
+
+def verify_restored(model: torch.nn.Module, ckpt: Path) -> None:
+    """The model's weights equal the checkpoint's saved ones (run after the Trainer restored it).
+
+    Catches any restore path that loads less than it should without saying so (e.g. DeepSpeed's
+    non-strict module load for peft models). Not for ZeRO-3-partitioned parameters.
+    """
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        src = ckpt / "adapter_model.safetensors"
+        saved, current = load_file(str(src)), get_peft_model_state_dict(model)
+    else:
+        saved, src = _read_weights(ckpt)
+        names = _native_names(model)
+        saved = {names.get(k, k): v for k, v in saved.items()}
+        current = model.state_dict()
+    wrong = [k for k, v in saved.items() if k not in current
+             or not torch.equal(current[k].detach().cpu(), v.to(current[k].dtype))]
+    if wrong:
+        raise CheckpointError(f"resume did not restore {len(wrong)} of {len(saved)} tensors of {src}, "
+                              f"e.g. {wrong[:3]}; {FRESH_HINT}")

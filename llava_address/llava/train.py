@@ -33,7 +33,7 @@ from llava_address.common.fingerprint import dir_digest, file_digest, json_diges
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
 from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, file_problem, find_resume_checkpoint,
-                                             load_checkpoint_weights)
+                                             load_checkpoint_weights, verify_restored)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
 from llava_address.llava.tokenizer import train_tokenizer
@@ -219,6 +219,18 @@ class ProjectorLrTrainer(Trainer):
         if self.is_fsdp_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_checkpoint_weights(self.model if model is None else model, Path(resume_from_checkpoint))
+
+
+class _VerifyResumed(TrainerCallback):
+    """After the Trainer restored ``ckpt`` (any path: plain, peft, DeepSpeed): weights must equal the saved ones."""
+
+    def __init__(self, ckpt: Path):
+        self.ckpt = ckpt
+
+    def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001 - TrainerCallback signature
+        if not hf_ds.is_deepspeed_zero3_enabled():  # ZeRO-3 shards: DeepSpeed's own strict engine load
+            verify_restored(model, self.ckpt)
+        return control
 
 
 class _StopAfter(TrainerCallback):
@@ -419,6 +431,8 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length),
                                  projector_lr=sc.projector_lr if stage == 2 else None,
                                  callbacks=[_StopAfter(stop_after)] if stop_after else None)
+    if last:
+        trainer.add_callback(_VerifyResumed(last))
     if deepspeed and not trainer.is_deepspeed_enabled:
         raise RuntimeError(f"--deepspeed {deepspeed} given but the Trainer did not engage DeepSpeed")
     start_step = 0
