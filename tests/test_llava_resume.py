@@ -205,3 +205,28 @@ def test_stage2_needs_stage1_projector_from_this_base(env, capsys):
     assert "stage-1 projector" in err and "stage2.without_stage1=true" in err
     assert _main(env, out, "--stage", "2", sets=("stage2.without_stage1=true", "stage2.max_steps=1")) == 0
     assert _run(out, 2)["global_step"] == 1
+
+
+def test_broken_model_dirs_stop_with_one_line_and_keep_the_export(env, reference, capsys):
+    """A truncated AddressCLIP dir or stage-2 adapter: exit 2 naming the file; the good export stays."""
+    import export_llava
+
+    clip = env[2] / "clip_broken"
+    shutil.copytree(env[0], clip)
+    os.truncate(clip / "model.safetensors", 50)
+    capsys.readouterr()
+    rc = train_llava.main(["--config", str(CONFIG), "--stage", "1"]
+                          + [a for s in tiny_overrides(clip, env[1], env[2] / "o") for a in ("--set", s)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(clip / "model.safetensors") in err[0]
+
+    run = env[2] / "export_kept"
+    shutil.copytree(reference("lora"), run)
+    export = _snapshot(run / "export")
+    os.truncate(run / "stage2" / "adapter" / "adapter_model.safetensors", 100)
+    sets = tiny_overrides(env[0], env[1], run) + STEPS + MODES["lora"]
+    capsys.readouterr()
+    assert export_llava.main(["--config", str(CONFIG)] + [a for s in sets for a in ("--set", s)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapter_model.safetensors" in err[0] and "export is kept" in err[0]
+    assert _snapshot(run / "export") == export

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from llava_address.common.io import atomic_dir
+from llava_address.common.checkpoint_files import folder_problem
 from llava_address.llava.checkpoints import CheckpointError, load_adapter_weights
 
 __all__ = ["load_llava_strict", "merge_adapter", "export_llava", "export_from_stage2"]
@@ -49,6 +50,10 @@ def export_llava(trained_dir: str | Path, export_dir: str | Path, base_dir: str 
                  processor_dir: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write the export. ``trained_dir`` is a peft adapter dir (needs ``base_dir``) or a full model dir."""
     trained_dir = Path(trained_dir)
+    for d in (trained_dir, base_dir):
+        broken = folder_problem(Path(d)) if d is not None and Path(d).is_dir() else None
+        if broken:
+            raise CheckpointError(f"cannot export: {broken[0]} is unusable ({broken[1]}); the existing export is kept")
     if (trained_dir / "adapter_config.json").is_file():
         if base_dir is None:
             raise ValueError(f"{trained_dir} holds a LoRA adapter: pass the base model dir to merge it into")

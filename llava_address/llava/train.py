@@ -28,6 +28,7 @@ from transformers import (AutoProcessor, BitsAndBytesConfig, LlavaForConditional
                           TrainerCallback, TrainingArguments)
 from transformers.integrations import deepspeed as hf_ds
 
+from llava_address.common.checkpoint_files import folder_problem
 from llava_address.common.config import dump_config
 from llava_address.common.fingerprint import dir_digest, file_digest, json_digest
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
@@ -71,6 +72,9 @@ def base_inputs(cfg: LlavaConfigFile) -> dict[str, Any]:
     m = cfg.model
     if not (Path(m.clip_dir) / "config.json").is_file():
         raise FileNotFoundError(f"model.clip_dir: not an AddressCLIP/CLIP checkpoint (no config.json): {m.clip_dir}")
+    broken = folder_problem(Path(m.clip_dir))
+    if broken:
+        raise CheckpointError(f"model.clip_dir: {broken[0]} is unusable ({broken[1]}); retrain or re-export AddressCLIP")
     inputs: dict[str, Any] = {"clip_dir": dir_digest(m.clip_dir), "init_seed": cfg.stage1.seed,
                               "model": m.model_dump(exclude={"clip_dir", "text", "base_llava_dir"}),
                               "text": m.text if m.text == "tiny" else dir_digest(m.text)}
