@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from data_gen.synthcity.conditions import CaptureConditions, default_split_conditions
 from llava_address.common.config import StrictModel
 
 __all__ = ["BuildConfig", "MapConfig", "SamplingConfig", "RenderConfig", "VoteSection", "PartitionConfig",
@@ -57,6 +58,18 @@ class RenderConfig(StrictModel):
     field_wavelength_m: tuple[float, float] = Field((250.0, 1000.0), description="smooth-field wavelengths (m)")
     workers: int = Field(1, ge=1, description="render processes (multiprocessing Pool)")
     jpeg_quality: int = Field(92, ge=50, le=100)
+    conditions: dict[Literal["train", "val", "test"], CaptureConditions] = Field(
+        default_factory=default_split_conditions,
+        description="capture conditions per split (data_gen/synthcity/conditions.py); default: "
+                    "database conditions for train, wider/shifted query conditions for val and test")
+
+    @field_validator("conditions")
+    @classmethod
+    def _all_splits(cls, v):
+        missing = sorted({"train", "val", "test"} - set(v))
+        if missing:
+            raise ValueError(f"render.conditions needs every split; missing {missing}")
+        return v
 
 
 class VoteSection(StrictModel):
@@ -73,6 +86,8 @@ class VoteSection(StrictModel):
 
 class PartitionConfig(StrictModel):
     min_piece_m: float = Field(40.0, ge=0)
+    min_images: int = Field(1, ge=1, description="sub-streets with fewer located images merge into a touching "
+                            "neighbour of the same street (the paper uses 5); 1 = off")
 
 
 class SplitsConfig(StrictModel):

@@ -36,7 +36,7 @@ def _vocab(net: RoadNetwork, pieces: dict, df: pd.DataFrame) -> AddressVocabular
 
 
 def build_stats(cfg, net: RoadNetwork, pieces: dict, df: pd.DataFrame, dropped: Counter, n_sampled: int,
-                train_only: int, t0: float) -> dict:
+                train_only: int, t0: float, extra: dict | None = None) -> dict:
     per_sub = df.groupby("sub_street").size()
     per_sub_train = df[df.split == "train"].groupby("sub_street").size()
     drops = {k: int(v) for k, v in sorted(dropped.items()) if v and k != "capped_by_max_images"}
@@ -58,11 +58,12 @@ def build_stats(cfg, net: RoadNetwork, pieces: dict, df: pd.DataFrame, dropped: 
         "mean_geocode_confidence": round(float(df.geocode_confidence.mean()), 4),
         "image_size": cfg.render.size if cfg.importer.kind == "synthcity" else None,
         "build_seconds": round(time.time() - t0, 1),
+        **(extra or {}),
     }
 
 
 def write_outputs(cfg, out: Path, net: RoadNetwork, pieces: dict, df: pd.DataFrame, dropped: Counter,
-                  n_sampled: int, train_only: int, t0: float) -> dict:
+                  n_sampled: int, train_only: int, t0: float, extra: dict | None = None) -> dict:
     write_manifest(out, df[list(MANIFEST_COLUMNS)].copy())
     vocab = _vocab(net, pieces, df)
     write_addresses(out, vocab)
@@ -70,6 +71,6 @@ def write_outputs(cfg, out: Path, net: RoadNetwork, pieces: dict, df: pd.DataFra
     write_network_geojson(out / NETWORK_FILE, net, [p for n, p in pieces.items() if n in keep])
     plot_map(out / "map.png", net, [pieces[n] for n in vocab.sub_street], df.x.to_numpy(), df.y.to_numpy(),
              df.split.to_numpy(), title=f"{cfg.name}: {len(df)} images, {len(keep)} sub-streets")
-    stats = build_stats(cfg, net, pieces, df, dropped, n_sampled, train_only, t0)
+    stats = build_stats(cfg, net, pieces, df, dropped, n_sampled, train_only, t0, extra)
     atomic_write_json(out / STATS_FILE, stats)
     return stats

@@ -134,13 +134,22 @@ def _vote(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter) -> 
     pts.df = pts.df[(reason == "") & (pts.df.street.to_numpy() != "")].reset_index(drop=True)
 
 
-def _partition(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter) -> dict:
-    from data_gen.partition import assign_sub_streets, partition_streets
+def _partition(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter, partition_stats: dict) -> dict:
+    from data_gen.partition import assign_sub_streets, merge_sparse_pieces, partition_streets
 
     pieces = partition_streets(net, min_piece_m=cfg.partition.min_piece_m)
-    by_name = {p.name: p for p in pieces}
     x, y = pts.df.x.to_numpy(), pts.df.y.to_numpy()
     names = np.asarray(assign_sub_streets(pieces, pts.df.street.to_numpy(), x, y), dtype=object)
+    if cfg.partition.min_images > 1:  # paper-like cleaning: sparse sub-streets join a neighbour
+        pieces, merge_stats = merge_sparse_pieces(pieces, Counter(names.tolist()), cfg.partition.min_images, net)
+        names = np.asarray(assign_sub_streets(pieces, pts.df.street.to_numpy(), x, y), dtype=object)
+        log.info("min_images=%d: merged %d sparse sub-streets (%d without a neighbour kept)",
+                 cfg.partition.min_images, merge_stats["merged"], merge_stats["isolated_small"])
+    else:
+        merge_stats = {"merged": 0, "isolated_small": 0}
+    partition_stats.update(min_images=cfg.partition.min_images, merged_min_images=merge_stats["merged"],
+                           isolated_below_min_images=merge_stats["isolated_small"])
+    by_name = {p.name: p for p in pieces}
     pts.df["sub_street"] = names
     pts.keep(np.array([n in by_name for n in names], bool), "no_sub_street", dropped)
     sub = pts.df.sub_street.to_numpy()
@@ -241,7 +250,8 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
     n_sampled = len(pts.df) + sum(v for k, v in dropped.items() if k != "capped_by_max_images")
     log.info("%d candidate images; voting streets", len(pts.df))
     _vote(cfg, net, pts, dropped)
-    pieces = _partition(cfg, net, pts, dropped)
+    partition_stats: dict = {}
+    pieces = _partition(cfg, net, pts, dropped, partition_stats)
     df = pts.df
     sr = assign_splits(df.sub_street.to_numpy(), df.s.to_numpy(), df.x.to_numpy(), df.y.to_numpy(), cfg.splits)
     df["split"] = sr.split
@@ -258,7 +268,8 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
             rel, scene = _copy_photos(cfg, df, img_dir), None
         df["image"] = rel
         df["caption"] = _captions(cfg, tmp, rel, scene)
-        write_outputs(cfg, tmp, net, pieces, df, dropped, n_sampled, sr.train_only_sub_streets, t0)
+        write_outputs(cfg, tmp, net, pieces, df, dropped, n_sampled, sr.train_only_sub_streets, t0,
+                      extra={"partition": partition_stats})
         dump_config(cfg, tmp / "build_config.yaml")
     log.info("dataset written to %s (%d images, %.1fs)", out, len(df), time.time() - t0)
     return out

@@ -39,7 +39,7 @@ def test_tiny_dataset_follows_the_contract(tiny):
         assert voc.street_of(sub) == st
     lat, lon = voc.midpoint(df.sub_street[0])
     assert abs(lat - df.lat[0]) < 0.02 and abs(lon - df.lon[0]) < 0.02
-    assert all(c.startswith("a ") for c in df.caption)
+    assert all(c.startswith(("a ", "looking across a ")) for c in df.caption)
     im = Image.open(tiny / df.image[0])
     assert im.size == (64, 64)
     assert all((tiny / p).is_file() for p in df.image)
@@ -49,6 +49,7 @@ def test_tiny_dataset_follows_the_contract(tiny):
     assert stats["splits"] == {s: int((df.split == s).sum()) for s in ("train", "val", "test")}
     assert stats["classes"]["sub_street"]["all"] == len(voc.sub_street)
     assert stats["sub_streets_without_train"] == 0
+    assert stats["partition"]["min_images"] == 5 and stats["partition"]["merged_min_images"] >= 1
     gj = json.loads((tiny / "network.geojson").read_text())
     kinds = {f["properties"]["kind"] for f in gj["features"]}
     assert {"way", "sub_street"} <= kinds

@@ -9,11 +9,12 @@ from shapely.geometry import LineString
 
 from data_gen.road_network import LocalProjection, RoadNetwork, Way
 from data_gen.synthcity import STYLES, SmoothField, SynthCity, colour_name, render_view
+from data_gen.synthcity.conditions import DATABASE, QUERY, CaptureConditions
 from data_gen.synthcity.sampling import sample_points
 
 
-def _render(city, x, y, seed, size=64, street="Main St", highway="residential", district=""):
-    return render_view(city.view(x, y, 1.0, 0.0, street, highway, district), np.random.default_rng(seed), size)
+def _render(city, x, y, seed, size=64, street="Main St", highway="residential", district="", cond=None):
+    return render_view(city.view(x, y, 1.0, 0.0, street, highway, district), np.random.default_rng(seed), size, cond)
 
 
 def test_same_seed_same_image_and_caption():
@@ -30,7 +31,7 @@ def test_same_seed_same_image_and_caption():
 def test_sizes(size):
     img, cap = _render(SynthCity(0), 0, 0, 0, size=size)
     assert img.size == (size, size)
-    assert cap.startswith("a quiet residential street lined with")
+    assert "a quiet residential street" in cap
 
 
 def test_bad_size_is_clear_error():
@@ -65,9 +66,11 @@ def test_neighbours_look_more_alike_than_distant_places():
 
 def test_caption_reflects_scene():
     city = SynthCity(0)
-    caps = [_render(city, 50 * i, 0, i, highway=h)[1] for i, h in enumerate(["primary"] * 5 + ["residential"] * 5)]
-    assert all(c.startswith("a wide avenue") for c in caps[:5])
-    assert all(c.startswith("a quiet residential street") for c in caps[5:])
+    along = CaptureConditions(across_p=0.0)
+    caps = [_render(city, 50 * i, 0, i, highway=h, cond=along)[1]
+            for i, h in enumerate(["primary"] * 5 + ["residential"] * 5)]
+    assert all(c.startswith("a wide avenue lined with") for c in caps[:5])
+    assert all(c.startswith("a quiet residential street lined with") for c in caps[5:])
     assert any("shop sign" in c for c in caps) and any(c.endswith("in daylight") for c in caps)
     assert any(s.facade in " ".join(caps) for s in STYLES)
 
@@ -98,6 +101,42 @@ def test_sample_points_along_addressable_ways_only():
         sample_points(RoadNetwork("e", LocalProjection(60, 25), [net.ways[2]]), 10.0)
 
 
+def test_capture_conditions_change_the_view_not_the_place():
+    city = SynthCity(0)
+    across = CaptureConditions(across_p=1.0, time_of_day={"night": 1.0}, weather={"snow": 1.0})
+    img, cap = _render(city, 100, 0, 1, cond=across)
+    assert cap.startswith("looking across a quiet residential street at") and cap.endswith("at night in snow")
+    day = CaptureConditions(across_p=0.0, time_of_day={"day": 1.0}, weather={"clear": 1.0})
+    bright = np.asarray(_render(city, 100, 0, 1, cond=day)[0], float).mean()
+    assert np.asarray(img, float).mean() < bright  # night is darker than day at the same place
+    # queries come from a wider, shifted distribution than the database
+    def share(cond, word):
+        return np.mean([word in _render(city, 30 * i, 0, i, cond=cond)[1] for i in range(40)])
+    assert share(QUERY, "looking across") > share(DATABASE, "looking across")
+    assert share(QUERY, "at night") > share(DATABASE, "at night") == 0.0
+
+
+def test_capture_conditions_validation_names_the_field():
+    with pytest.raises(ValueError, match="time_of_day: unknown keys \\['noon'\\]"):
+        CaptureConditions(time_of_day={"noon": 1.0})
+    with pytest.raises(ValueError, match="weather"):
+        CaptureConditions(weather={"rain": 0.0})
+    with pytest.raises(ValueError, match="across_p"):
+        CaptureConditions(across_p=1.5)
+    from data_gen.build_config import RenderConfig
+
+    with pytest.raises(ValueError, match="missing \\['test'\\]"):
+        RenderConfig(conditions={"train": {}, "val": {}})
+
+
+def test_landmarks_are_seen_at_their_bearing():
+    city = SynthCity(0, bounds=(0, 0, 1000, 1000))
+    lx, ly = city.landmarks[0, :2]
+    near = city.landmarks_near(lx + 300.0, ly)
+    assert len(near) >= 1 and any(np.allclose(r[:2], (lx, ly)) for r in near)
+    assert len(city.landmarks_near(lx + 5000.0, ly + 5000.0)) == 0
+
+
 @pytest.mark.slow
 def test_render_pool_is_worker_count_independent(tmp_path):
     import pandas as pd
@@ -116,3 +155,10 @@ def test_render_pool_is_worker_count_independent(tmp_path):
         outs.append(([np.asarray(Image.open(tmp_path / f"w{w}" / r.split("/")[1])) for r in rel], caps))
     assert outs[0][1] == outs[1][1] and len(outs[0][1]) == n
     assert all(np.array_equal(a, b) for a, b in zip(outs[0][0], outs[1][0]))
+    # the split picks the capture conditions: test rows render differently from the same train rows
+    d = tmp_path / "split"
+    d.mkdir()
+    rel, caps = render_to_files(RenderConfig(size=48), (0, 0, 500, 500), df.assign(split=["test"] * n), d, chunk=5)
+    assert caps != outs[0][1]
+    with pytest.raises(ValueError, match="no entry for split"):
+        render_to_files(RenderConfig(size=48), (0, 0, 500, 500), df.assign(split=["dev"] * n), d)

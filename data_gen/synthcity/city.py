@@ -13,7 +13,9 @@ import numpy as np
 
 from data_gen.synthcity.fields import STYLES, DistrictStyle, SmoothField, hash_unit, stable_hash
 
-__all__ = ["SynthCity", "ViewContext", "ROAD_WIDTH_M"]
+__all__ = ["SynthCity", "ViewContext", "ROAD_WIDTH_M", "LANDMARK_RANGE_M"]
+
+LANDMARK_RANGE_M = 600.0
 
 # Carriageway width (m) per highway class; unknown classes fall back to "residential".
 ROAD_WIDTH_M = {
@@ -62,6 +64,18 @@ class SynthCity:
         self.zone_xy = np.c_[rng.uniform(minx, maxx, n_zones), rng.uniform(miny, maxy, n_zones)]
         self.zone_style = rng.permutation(np.arange(n_zones) % len(STYLES))
         self._district_style: dict[str, DistrictStyle] = {}
+        # landmark towers: ~one per 400 m x 400 m, visible from up to LANDMARK_RANGE_M away
+        n_land = int(np.clip((maxx - minx) * (maxy - miny) / 400.0**2, 3, 200))
+        lr = np.random.default_rng(stable_hash(seed, "landmarks") % 2**32)
+        self.landmarks = np.c_[lr.uniform(minx, maxx, n_land), lr.uniform(miny, maxy, n_land),
+                               lr.uniform(35, 80, n_land), lr.uniform(8, 18, n_land), lr.random(n_land),
+                               lr.integers(0, 3, n_land)]
+
+    def landmarks_near(self, x: float, y: float) -> np.ndarray:
+        """Rows (x, y, height, width, hue, kind) of the landmarks within LANDMARK_RANGE_M, farthest first."""
+        d2 = (self.landmarks[:, 0] - x) ** 2 + (self.landmarks[:, 1] - y) ** 2
+        idx = np.flatnonzero(d2 < LANDMARK_RANGE_M**2)
+        return self.landmarks[idx[np.argsort(-d2[idx])]]
 
     def view(self, x: float, y: float, dx: float, dy: float, street: str, highway: str,
              district: str = "") -> ViewContext:

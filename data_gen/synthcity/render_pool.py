@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from data_gen.synthcity.city import SynthCity
+from data_gen.synthcity.conditions import CaptureConditions
 from data_gen.synthcity.draw import render_view
 
 __all__ = ["render_to_files"]
@@ -22,30 +23,37 @@ _CITY: SynthCity | None = None
 _ARGS: dict = {}
 
 
-def _init(seed: int, bounds, n_zones: int, wl, size: int, quality: int, img_dir: str) -> None:
+def _init(seed: int, bounds, n_zones: int, wl, size: int, quality: int, img_dir: str, conditions: dict) -> None:
     global _CITY, _ARGS
     _CITY = SynthCity(seed=seed, bounds=bounds, n_zones=n_zones, field_wavelength_m=tuple(wl))
-    _ARGS = {"seed": seed, "size": size, "quality": quality, "dir": Path(img_dir)}
+    _ARGS = {"seed": seed, "size": size, "quality": quality, "dir": Path(img_dir),
+             "cond": {k: CaptureConditions(**v) for k, v in conditions.items()}}
 
 
 def _work(rows: list[tuple]) -> list[tuple[int, str]]:
     out = []
-    for i, tx, ty, dx, dy, street, highway, district in rows:
+    for i, tx, ty, dx, dy, street, highway, district, split in rows:
         ctx = _CITY.view(tx, ty, dx, dy, street, highway, district)
-        img, cap = render_view(ctx, np.random.default_rng([_ARGS["seed"], int(i)]), _ARGS["size"])
+        img, cap = render_view(ctx, np.random.default_rng([_ARGS["seed"], int(i)]), _ARGS["size"],
+                               _ARGS["cond"][split])
         img.save(_ARGS["dir"] / f"{i:07d}.jpg", quality=_ARGS["quality"])
         out.append((i, cap))
     return out
 
 
 def render_to_files(rcfg, bounds, df: pd.DataFrame, img_dir: Path, chunk: int = 64) -> tuple[list[str], list[str]]:
-    """Render one image per row of ``df`` (tx, ty, dx, dy, street_true, highway, district).
+    """Render one image per row of ``df`` (tx, ty, dx, dy, street_true, highway, district[, split]).
 
-    Returns (relative image paths "images/0000000.jpg", scene captions) in row order.
+    Each row is drawn under ``rcfg.conditions[split]`` (rows without a split: "train", the
+    database conditions). Returns (relative image paths "images/0000000.jpg", scene captions) in row order.
     """
     init = (rcfg.seed, tuple(bounds), rcfg.n_zones, tuple(rcfg.field_wavelength_m), rcfg.size,
-            rcfg.jpeg_quality, str(img_dir))
-    rows = list(zip(range(len(df)), df.tx, df.ty, df.dx, df.dy, df.street_true, df.highway, df.district))
+            rcfg.jpeg_quality, str(img_dir), {k: c.model_dump() for k, c in rcfg.conditions.items()})
+    split = df["split"] if "split" in df else ["train"] * len(df)
+    unknown = sorted(set(split) - set(rcfg.conditions))
+    if unknown:
+        raise ValueError(f"render.conditions has no entry for split(s) {unknown}")
+    rows = list(zip(range(len(df)), df.tx, df.ty, df.dx, df.dy, df.street_true, df.highway, df.district, split))
     chunks = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
     caps = [""] * len(rows)
     bar = tqdm(total=len(rows), desc=f"render {rcfg.size}px", unit="img")
