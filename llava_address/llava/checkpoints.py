@@ -63,8 +63,7 @@ def find_resume_checkpoint(stage_dir: Path) -> Path | None:
         problem = checkpoint_problem(ckpt)
         if problem is None:
             for f, why in broken:
-                log.warning("checkpoint %s is unusable (%s: %s): resuming from %s instead", f.parent if
-                            f.parent.name.startswith("checkpoint-") else ckpt, f, why, ckpt)
+                log.warning("unusable checkpoint file %s (%s): resuming from %s instead", f, why, ckpt)
             return ckpt
         broken.append(problem)
     if broken:
