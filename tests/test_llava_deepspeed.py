@@ -2,7 +2,8 @@
 
 Each launch costs ~30-60 s (process start + DeepSpeed init), so three launches cover the matrix:
 ZeRO-3 x 2 procs (stage 1 + LoRA stage 2), ZeRO-2 x 2 procs (stage 1 + full stage 2), ZeRO-3 x 1 proc
-(stage 2). run.json records what the Trainer really engaged.
+(stage 2). run.json records what the Trainer really engaged. Two more launches each check that a
+run killed after step 1 of stage 2 and resumed equals the uninterrupted ZeRO-2 / ZeRO-3 launch.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: s
     cmd += [a for s in overrides for a in ("--set", s)]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    except subprocess.TimeoutExpired as exc:  # show where it hung
+        tail = lambda b: (b.decode(errors="replace") if isinstance(b, bytes) else b or "")[-3000:]  # noqa: E731
+        pytest.fail(f"launch {name} timed out:\n{tail(exc.stdout)}\n{tail(exc.stderr)}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _LAUNCHED[key] = out
     return out
@@ -133,8 +138,8 @@ def test_zero2_two_procs_resume_equals_uninterrupted(dirs):
     _assert_close(ref, out)
 
 
-def test_zero3_one_proc_resume_equals_uninterrupted(dirs):
-    sets = ("stage2.lora=false", "stage2.without_stage1=true")
-    ref = _launch(dirs, "z3x1", 1, "zero3", ["2"], *sets)
-    _launch(dirs, "z3x1_killed", 1, "zero3", ["2"], *sets, extra=("--stop-after", "1"))
-    _assert_close(ref, _launch(dirs, "z3x1_killed", 1, "zero3", ["2"], *sets))
+def test_zero3_two_procs_lora_resume_equals_uninterrupted(dirs):
+    """ZeRO-3 + LoRA: DeepSpeed restores a peft model non-strictly; the resume check gathers and verifies it."""
+    ref = _launch(dirs, "z3x2", 2, "zero3", ["1", "2"], "stage2.lora=true")
+    _launch(dirs, "z3x2_killed", 2, "zero3", ["1", "2"], "stage2.lora=true", extra=("--stop-after", "1"))
+    _assert_close(ref, _launch(dirs, "z3x2_killed", 2, "zero3", ["1", "2"], "stage2.lora=true"))

@@ -232,8 +232,13 @@ class _VerifyResumed(TrainerCallback):
         self.ckpt = ckpt
 
     def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001 - TrainerCallback signature
-        if not hf_ds.is_deepspeed_zero3_enabled():  # ZeRO-3 shards: DeepSpeed's own strict engine load
+        if not hf_ds.is_deepspeed_zero3_enabled():
             verify_restored(model, self.ckpt)
+        elif getattr(model, "peft_config", None):  # ZeRO-3 + LoRA: DeepSpeed loaded non-strictly; check the adapter
+            import deepspeed
+            with deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad]):
+                verify_restored(model, self.ckpt)
+        # ZeRO-3 full model: DeepSpeed's engine load is strict (load_module_strict=True)
         return control
 
 
