@@ -21,7 +21,7 @@ def _tiny_blip(path):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign"] * 5,
+    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign", "a street view of"] * 5,
                             trainers.WordPieceTrainer(vocab_size=80, special_tokens=special))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
@@ -67,3 +67,16 @@ def test_blip_tiny_local_checkpoint_captions(tmp_path):
     assert isinstance(cap, Captioner)
     out = cap.caption([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (50, 50), "blue")])
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_blip_prompt_and_length_bounds(tmp_path):
+    """The paper's conditional prompt starts every caption; min/max new tokens bound its length."""
+    _tiny_blip(tmp_path / "blip")
+    cap = BlipCaptioner(tmp_path / "blip", batch_size=2, prompt="a street view of", min_new_tokens=4,
+                        max_new_tokens=4)
+    out = cap.caption([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (50, 50), "blue")])
+    for t in out:
+        assert t.startswith("a street view of"), t
+        assert 1 <= len(t.split()) - 4 <= 4, t
+    with pytest.raises(ValueError, match="min_new_tokens 5 > max_new_tokens 3"):
+        BlipCaptioner(tmp_path / "blip", min_new_tokens=5, max_new_tokens=3)

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 from llava_address.common.images import MAX_PIXELS, ImageLoadError, load_image
-from tests._image_fixtures import ORIENT_ROTATE_90_CW, png_bomb, save_with_orientation, truncated_jpeg
+from _image_fixtures import ORIENT_ROTATE_90_CW, png_bomb, save_with_orientation, truncated_jpeg
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
-def test_exif_orientation_is_applied(tmp_path, fmt):
-    p = save_with_orientation(tmp_path / f"portrait.{fmt.lower()}", ORIENT_ROTATE_90_CW, fmt)
+@pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "P"), ("WEBP", "RGB")])
+def test_exif_orientation_is_applied(tmp_path, fmt, mode):
+    p = save_with_orientation(tmp_path / f"portrait.{fmt.lower()}", ORIENT_ROTATE_90_CW, fmt, mode=mode)
     with Image.open(p) as raw:
         assert raw.size == (60, 40)  # stored landscape
     im = load_image(p)

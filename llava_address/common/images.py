@@ -78,7 +78,9 @@ def load_image(src: str | Path | BinaryIO, *, max_side: int | None = DEFAULT_MAX
         raise ImageLoadError(name, f"permission denied ({exc.strerror})", "unreadable") from None
     except UnidentifiedImageError:
         raise ImageLoadError(name, "not a recognised image format", "corrupt_image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    except MemoryError:
+        raise ImageLoadError(name, "out of memory while decoding", "too_large") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(name, f"{type(exc).__name__}: {exc}", "corrupt_image") from None
 
 
