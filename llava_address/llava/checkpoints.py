@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from llava_address.common.checkpoint_files import CheckpointError, file_problem, folder_problem
+from llava_address.common.checkpoint_files import CheckpointError, folder_problem
 
-__all__ = ["CheckpointError", "FRESH_HINT", "checkpoint_problem", "file_problem", "find_resume_checkpoint",
+__all__ = ["CheckpointError", "FRESH_HINT", "checkpoint_problem", "find_resume_checkpoint",
            "load_model_weights", "load_adapter_weights", "load_checkpoint_weights", "verify_restored"]
 
 log = logging.getLogger(__name__)

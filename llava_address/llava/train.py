@@ -28,12 +28,12 @@ from transformers import (AutoProcessor, BitsAndBytesConfig, LlavaForConditional
                           TrainerCallback, TrainingArguments)
 from transformers.integrations import deepspeed as hf_ds
 
-from llava_address.common.checkpoint_files import folder_problem
+from llava_address.common.checkpoint_files import file_problem, folder_problem
 from llava_address.common.config import dump_config
 from llava_address.common.fingerprint import dir_digest, file_digest, json_digest
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
-from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, file_problem, find_resume_checkpoint,
+from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, find_resume_checkpoint,
                                              load_checkpoint_weights, verify_restored)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
