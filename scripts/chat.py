@@ -1,4 +1,4 @@
-"""python scripts/chat.py --image photo.jpg [--model DIR] [--clip DIR] [--question "..."] [--candidates 5]
+"""python scripts/chat.py --image photo.jpg [--export DIR] [--clip DIR] [--device auto] [--question "..."] [--candidates 5]
 
 Ask the LLaVA address assistant where a street photo was taken. With --question: one answer and
 exit; without: a chat about the same photo (``/image other.jpg`` switches photo, ``/quit`` ends).
@@ -17,6 +17,7 @@ import sys
 from llava_address.app.chat_session import (DEFAULT_QUESTION, ChatSession, ImageInputError,
                                             ModelLoadError, format_candidates, load_assistant, load_locator)
 from llava_address.app.demo_pipeline import demo_artifact
+from llava_address.common.device import add_device_args, device_and_dtype
 
 DEMO_OUT = "outputs/demo"
 HELP = "commands: /image PATH (switch photo), /candidates (show them again), /quit"
@@ -25,13 +26,15 @@ HELP = "commands: /image PATH (switch photo), /candidates (show them again), /qu
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--image", required=True, help="a JPEG/PNG street photo")
-    ap.add_argument("--model", help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
+    ap.add_argument("--export", "--model", dest="export",
+                    help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
     ap.add_argument("--clip", help=f"AddressCLIP checkpoint dir (default: the demo's, {DEMO_OUT}/clip/model)")
     ap.add_argument("--question", help="ask this once and exit (default: interactive chat)")
     ap.add_argument("--candidates", type=int, default=5,
                     help="AddressCLIP candidates to list (0: none, no --clip needed)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_device_args(ap)
     return ap.parse_args(argv)
 
 
@@ -88,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = args.model or demo_artifact("llava_export", DEMO_OUT)
+    model = args.export or demo_artifact("llava_export", DEMO_OUT)
     clip = args.clip or demo_artifact("clip_model", DEMO_OUT)
     try:
-        assistant = load_assistant(model)
-        locator = load_locator(clip) if args.candidates > 0 else None
+        device, dtype = device_and_dtype(args, model)
+        assistant = load_assistant(model, device, dtype)
+        locator = load_locator(clip, device, device_and_dtype(args, clip)[1]) if args.candidates > 0 else None
         session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens)
         session.set_image(args.image)
-    except (ImageInputError, ModelLoadError) as exc:
+    except (ImageInputError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.question is not None:

@@ -69,24 +69,29 @@ def _check_dir(path: str | Path, what: str, hint: str) -> Path:
 _HINT = "run `python scripts/demo.py` first or pass the directory"
 
 
-def load_assistant(model_dir: str | Path) -> Assistant:
+def _placement(device: Any, dtype: Any) -> dict[str, Any]:
+    """Only the placement the caller chose (None: the loader's CPU/float32 default)."""
+    return {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+
+
+def load_assistant(model_dir: str | Path, device: Any = None, dtype: Any = None) -> Assistant:
     """The LLaVA export at ``model_dir`` as an assistant; ModelLoadError if it is not there."""
     p = _check_dir(model_dir, "LLaVA model", f"{_HINT} with --model")
     from llava_address.llava.generate import LlavaAddressAssistant
 
     try:
-        return LlavaAddressAssistant.from_pretrained(p)
+        return LlavaAddressAssistant.from_pretrained(p, **_placement(device, dtype))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the LLaVA model in {p}: {exc}") from None
 
 
-def load_locator(clip_dir: str | Path) -> Locator:
+def load_locator(clip_dir: str | Path, device: Any = None, dtype: Any = None) -> Locator:
     """The AddressCLIP checkpoint at ``clip_dir`` as a candidate locator; ModelLoadError if missing."""
     p = _check_dir(clip_dir, "AddressCLIP model", f"{_HINT} with --clip")
     from llava_address.clip.locator import AddressLocator
 
     try:
-        return AddressLocator.from_pretrained(p)
+        return AddressLocator.from_pretrained(p, **_placement(device, dtype))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the AddressCLIP model in {p}: {exc}") from None
 

@@ -45,11 +45,13 @@ class WebBackend:
 
     def __init__(self, model_dir: str | Path, clip_dir: str | Path, data_dir: str | Path | None = None,
                  k: int = 5, max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES,
-                 n_examples: int = 6, max_activation_images: int = 400):
+                 n_examples: int = 6, max_activation_images: int = 400, device: Any = None,
+                 dtype: Any = None, clip_dtype: Any = None):
         self.model_dir, self.clip_dir = Path(model_dir), Path(clip_dir)
         self.data_dir = Path(data_dir) if data_dir else None
         self.k, self.max_new_tokens, self.max_image_bytes = k, max_new_tokens, max_image_bytes
         self.max_activation_images = max_activation_images
+        self.device, self.dtype, self.clip_dtype = device, dtype, clip_dtype  # None: CPU float32
         self._lock = threading.Lock()
         self._assistant: Assistant | None = None
         self._locator: Locator | None = None
@@ -109,9 +111,9 @@ class WebBackend:
         """Load both models once (thread-safe); ModelLoadError names the missing one."""
         with self._lock:
             if self._locator is None:
-                self._locator = load_locator(self.clip_dir)
+                self._locator = load_locator(self.clip_dir, self.device, self.clip_dtype)
             if self._assistant is None:
-                self._assistant = load_assistant(self.model_dir)
+                self._assistant = load_assistant(self.model_dir, self.device, self.dtype)
             return self._assistant, self._locator
 
     def new_session(self, path: str | Path) -> ChatSession:

@@ -133,7 +133,8 @@ class TrainConfig(StrictModel):
 class EvalConfig(StrictModel):
     split: Literal["train", "val", "test"] = "val"
     batch_size: int = Field(128, ge=1)
-    max_images: int | None = Field(None, ge=1, description="cap for periodic eval speed")
+    max_images: int | None = Field(None, ge=1,
+                                   description="evenly spaced subset of N images (periodic and final eval)")
 
 
 class AddressCLIPConfig(StrictModel):

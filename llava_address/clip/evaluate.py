@@ -77,10 +77,11 @@ def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
 
 
 def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
-             plots: bool = True) -> dict[str, float]:
+             plots: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             max_images: int | None = None) -> dict[str, float]:
     """Evaluate a saved checkpoint; writes JSON + markdown (+ PNGs) into ``out_dir`` (default: model_dir)."""
-    locator = AddressLocator.from_pretrained(model_dir)
-    metrics, preds = evaluate_locator(locator, data_dir, split)
+    locator = AddressLocator.from_pretrained(model_dir, device=device, dtype=dtype)
+    metrics, preds = evaluate_locator(locator, data_dir, split, max_images)
     out = Path(out_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"eval_{split}.json", metrics)

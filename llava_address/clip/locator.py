@@ -63,6 +63,7 @@ class AddressLocator:
                  device: str | torch.device = "cpu", batch_size: int = 64):
         self.model = model.eval().to(device)
         self.device, self.batch_size = torch.device(device), batch_size
+        self._dtype = next(self.model.parameters()).dtype  # pixels follow the weights (bf16 on GPU)
         self.info = candidates or {}
         self.prompt: str | None = self.info.get("prompt")
         self.model_dir = model_dir
@@ -70,7 +71,8 @@ class AddressLocator:
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", **kw) -> "AddressLocator":
+    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, **kw) -> "AddressLocator":
         d = Path(model_dir)
         if not d.is_dir():
             raise FileNotFoundError(f"AddressCLIP checkpoint folder not found: {d}")
@@ -85,7 +87,7 @@ class AddressLocator:
             from llava_address.clip.model import load_pretrained_dir
 
             model = load_pretrained_dir(str(d))
-        return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device, **kw)
+        return cls(model.to(dtype), read_json(d / CANDIDATES_FILE), model_dir=d, device=device, **kw)
 
     @property
     def default_candidates(self) -> list[str]:
@@ -100,7 +102,8 @@ class AddressLocator:
         out = []
         for i in range(0, len(images), self.batch_size):
             pil = [_load_image(x) for x in images[i:i + self.batch_size]]
-            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"].to(self.device)
+            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+            px = px.to(self.device, self._dtype)
             out.append(self.model.encode_image(px).float().cpu())
         if not out:
             raise ValueError("no images given")

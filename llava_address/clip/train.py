@@ -280,15 +280,17 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
                 bar.set_postfix(loss=f"{row['loss']:.3f}", ips=f"{ips:.0f}")
                 t_window, n_window = time.perf_counter(), 0
             final = step == tc.max_steps
+            t_pause = time.perf_counter()  # evaluation and saving are not training throughput
             if (tc.eval_every and step % tc.eval_every == 0) or final:
                 if acc.is_main_process:
                     if can_eval:
-                        metrics = _evaluate(acc, raw, cfg, data_dir, cands, None if final else cfg.eval.max_images)
+                        metrics = _evaluate(acc, raw, cfg, data_dir, cands, cfg.eval.max_images)
                         eval_log.write({"step": step, **metrics})
                     save_checkpoint(raw, out / "model", cfg, cands, {"step": step, "split": cfg.eval.split, **metrics})
                 acc.wait_for_everyone()
             if step % tc.save_every == 0 or final:
                 _save_state(acc, out, step)
+            t_window += time.perf_counter() - t_pause
             if stop_after is not None and step >= stop_after:
                 bar.close()
                 return {"step": step, "stopped": True, "num_processes": acc.num_processes}
