@@ -76,11 +76,15 @@ def base_inputs(cfg: LlavaConfigFile) -> dict[str, Any]:
     if broken:
         raise CheckpointError(f"model.clip_dir: {broken[0]} is unusable ({broken[1]}); retrain or re-export AddressCLIP")
     inputs: dict[str, Any] = {"clip_dir": dir_digest(m.clip_dir), "init_seed": cfg.stage1.seed,
-                              "model": m.model_dump(exclude={"clip_dir", "text", "base_llava_dir"}),
-                              "text": m.text if m.text == "tiny" else dir_digest(m.text)}
-    if m.base_llava_dir is not None:
+                              "model": m.model_dump(exclude={"clip_dir", "text", "base_llava_dir"})}
+    if m.base_llava_dir is not None:  # model.text is not used then
         inputs["base_llava_dir"] = dir_digest(m.base_llava_dir)
-    elif m.text == "tiny":  # the tiny tokenizer is trained on the dialogue corpus
+    elif m.text != "tiny":
+        if not (Path(m.text) / "config.json").is_file():
+            raise FileNotFoundError(f"model.text must be 'tiny' or a local causal-LM dir with config.json: {m.text}")
+        inputs["text"] = dir_digest(m.text)
+    else:  # the tiny tokenizer is trained on the dialogue corpus
+        inputs["text"] = "tiny"
         inputs["tokenizer_corpus"] = {k: file_digest(p) if p.is_file() else None for k, p in
                                       (("align_json", cfg.data.resolve(cfg.data.align_json)),
                                        ("qa_json", cfg.data.resolve(cfg.data.qa_json)))}
