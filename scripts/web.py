@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates shown")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="larger photos get a message, not a run")
+    ap.add_argument("--upload-dir", default=os.path.join(tempfile.gettempdir(), "llava-address-web"),
+                    help="Gradio's temp folder for uploads and shown images (GRADIO_TEMP_DIR)")
+    ap.add_argument("--upload-dir-mb", type=float, default=200.0,
+                    help="oldest files in --upload-dir are deleted beyond this size")
     add_device_args(ap)
     return ap.parse_args(argv)
 
@@ -40,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.makedirs(args.upload_dir, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = args.upload_dir  # read when gradio is imported (below)
     from llava_address.app.demo_pipeline import demo_artifact
     from llava_address.app.web import launch
 
@@ -52,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     device, dtype = device_and_dtype(args, model)
     backend = WebBackend(model, clip, data, k=args.candidates, max_new_tokens=args.max_new_tokens,
                          max_image_bytes=int(args.max_upload_mb * 2**20), device=device, dtype=dtype,
-                         clip_dtype=device_and_dtype(args, clip)[1])
+                         clip_dtype=device_and_dtype(args, clip)[1], upload_dir=args.upload_dir,
+                         max_upload_dir_bytes=int(args.upload_dir_mb * 2**20))
     for note in backend.notes:
         logging.warning(note)
     launch(backend, host=args.host, port=args.port, block=True)

@@ -25,12 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from llava_address.clip.config import LossConfig
+from llava_address.common.geo import haversine_m
 
 __all__ = ["gather_with_grad", "gather_no_grad", "multi_positive_infonce", "pairwise_haversine_m",
            "latlon_to_utm", "paper_geo_target", "AddressLoss", "SemanticLoss", "GeoLoss", "AddressCLIPLoss"]
-
-EARTH_RADIUS_M = 6_371_008.8
-
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -65,12 +63,9 @@ def multi_positive_infonce(image: torch.Tensor, text: torch.Tensor, ids: torch.T
 
 
 def pairwise_haversine_m(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
-    """(B, B) great-circle distances in metres (float64 for sub-metre precision)."""
-    lat, lon = torch.deg2rad(lat.double()), torch.deg2rad(lon.double())
-    dlat = lat[:, None] - lat[None, :]
-    dlon = lon[:, None] - lon[None, :]
-    a = torch.sin(dlat / 2) ** 2 + torch.cos(lat[:, None]) * torch.cos(lat[None, :]) * torch.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_M * torch.asin(torch.sqrt(a.clamp(0, 1)))
+    """(B, B) great-circle distances in metres (float64), via the project's one haversine helper."""
+    la, lo = lat.detach().double().cpu().numpy(), lon.detach().double().cpu().numpy()
+    return torch.from_numpy(haversine_m(la[:, None], lo[:, None], la[None, :], lo[None, :])).to(lat.device)
 
 
 class AddressLoss(nn.Module):

@@ -459,7 +459,8 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
                 p.requires_grad_(False)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     json_name = cfg.data.align_json if stage == 1 else cfg.data.qa_json
-    dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples)
+    dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples,
+                               processor=processor, max_length=cfg.data.max_length)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length),
                                  projector_lr=sc.projector_lr if stage == 2 else None,
