@@ -195,7 +195,7 @@ class _Demo:
         image = self.data / row["image"]
         assistant, locator = load_assistant(self.export), load_locator(self.clip_model)
         print(f"\nchat about held-out test image {image} (true address: {row['sub_street']})")
-        metrics: dict[str, Any] = {"image": str(image), "true_address": str(row["sub_street"])}
+        metrics: dict[str, Any] = {"image": str(row["image"]), "true_address": str(row["sub_street"])}
         for grounded in (False, True) if cc.grounded else (False,):
             session = ChatSession(assistant, locator, k=cc.candidates, max_new_tokens=cc.max_new_tokens,
                                   grounded=grounded)

@@ -112,6 +112,8 @@ class StageConfig(StrictModel):
     vision: Literal["frozen", "unfrozen", "lora"] = Field(
         "frozen", description="stage 2: the CLIP tower frozen (LLaVA-1.5), fully trained, or LoRA-tuned "
                               "(needs lora: true); stage 1 always freezes it")
+    without_stage1: bool = Field(False, description="stage 2: start from the base projector when there is no "
+                                 "stage-1 projector (otherwise that is an error)")
 
 
 class WarmupConfig(StrictModel):
