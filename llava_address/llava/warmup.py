@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,8 @@ def warm_up_base(cfg: LlavaConfigFile, base_dir: str | Path) -> dict[str, Any]:
     record = {"steps": total, "texts": len(texts), "first_loss": sum(losses[:k]) / k,
               "last_loss": sum(losses[-k:]) / k}
     model.eval()
-    with atomic_dir(base_dir, overwrite=True) as tmp:  # the whole base dir is replaced: weights + processor
+    with atomic_dir(base_dir, overwrite=True) as tmp:  # the base dir is replaced: its side files kept, weights new
+        shutil.copytree(base_dir, tmp, dirs_exist_ok=True)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         atomic_write_json(Path(tmp) / WARMUP_MARKER, record)
