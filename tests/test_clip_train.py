@@ -155,6 +155,13 @@ def test_run_table_smoke(data_dir, tmp_path):
     assert "loss_semantic" not in log and "loss_geo" not in log  # the switches really switch
     again = run_table(tmp_path / "table.yaml")  # finished runs are reused, not retrained
     assert again["runs"] == res["runs"]
+    # an interrupted table: tabulate what finished, train nothing, name the short seed count
+    cfg["seeds"] = [0, 1]
+    (tmp_path / "table.yaml").write_text(yaml.safe_dump(cfg))
+    part = run_table(tmp_path / "table.yaml", finished_only=True)
+    assert [r["seed"] for r in part["runs"] if r["variant"] == "address only"] == [0]
+    assert not (tmp_path / "t" / "address_only" / "seed1").exists()
+    assert "| address only (1 seed only) |" in part["markdown"]
 
 
 def test_diagnostics(model_dir, data_dir):

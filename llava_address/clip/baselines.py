@@ -21,15 +21,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
 from data_gen.contract import read_addresses, read_manifest
 from llava_address.clip.data import open_image
 from llava_address.clip.metrics import address_metrics
 
-__all__ = ["knn_ranking", "pixel_features", "score_ranking", "pixel_knn", "caption_knn", "embedding_knn",
+__all__ = ["MODEL_FREE", "knn_ranking", "pixel_features", "score_ranking", "pixel_knn", "caption_knn", "embedding_knn",
            "chance", "run_baselines"]
+
+
+# row names of the model-free baselines, in table order
+MODEL_FREE = ("chance (random ranking)", "raw-pixel 1-NN (24×24)", "raw-pixel k-NN (24×24, k=10)",
+              "caption-only lookup (TF-IDF k-NN, k=10)")
 
 
 def knn_ranking(train_feats: np.ndarray, train_labels: Sequence[str], query_feats: np.ndarray,
@@ -90,6 +94,8 @@ def pixel_knn(data_dir: str | Path, split: str = "test", k: int = 10, size: int 
 
 
 def caption_knn(data_dir: str | Path, split: str = "test", k: int = 10) -> dict[str, float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     data_dir = Path(data_dir)
     train, query, cands = _split_frames(data_dir, split)
     if not train["caption"].str.len().any():
@@ -125,7 +131,6 @@ def chance(data_dir: str | Path, split: str = "test", seed: int = 0) -> dict[str
 
 def run_baselines(data_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
     """The model-free baselines of the table: name -> metrics."""
-    return {"chance (random ranking)": chance(data_dir, split),
-            "raw-pixel 1-NN (24×24)": pixel_knn(data_dir, split, k=1),
-            "raw-pixel k-NN (24×24, k=10)": pixel_knn(data_dir, split, k=10),
-            "caption-only lookup (TF-IDF k-NN, k=10)": caption_knn(data_dir, split, k=10)}
+    fns = (lambda: chance(data_dir, split), lambda: pixel_knn(data_dir, split, k=1),
+           lambda: pixel_knn(data_dir, split, k=10), lambda: caption_knn(data_dir, split, k=10))
+    return {name: fn() for name, fn in zip(MODEL_FREE, fns)}

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
+from llava_address.clip.baselines import MODEL_FREE
 from llava_address.common.config import StrictModel, load_config
 from llava_address.common.io import atomic_write_json, atomic_write_text, read_json
 
@@ -118,6 +119,9 @@ def table_markdown(summary: dict[str, Any], split: str, seeds: list[int], n_imag
     head = "| variant | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = []
     for name, v in summary.items():
+        n = len(v[split][COLUMNS[0]]["values"])
+        if 1 < len(seeds) != n and not (n == 1 and name in MODEL_FREE):
+            name = f"{name} ({n} seed{'s' if n > 1 else ''} only)"
         cells = []
         for k in COLUMNS:
             m, s, one = v[split][k]["mean"], v[split][k]["std"], len(v[split][k]["values"]) == 1
@@ -157,7 +161,14 @@ def _embedding_knn_runs(runs: list[dict[str, Any]], of: str | None) -> list[dict
             for r in runs if of and r["variant"] == of and "embedding_knn" in r]
 
 
-def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> dict[str, Any]:
+def _finished(tc: TableConfig, v: Variant, seed: int) -> bool:
+    return (Path(tc.output_dir) / slug(v.name) / f"seed{seed}" / "result.json").is_file()
+
+
+def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | None = None,
+              finished_only: bool = False) -> dict[str, Any]:
+    """Train/evaluate every (variant, seed) and write the table. ``finished_only``: train nothing,
+    tabulate the runs that already finished (rows name their seed count when it is short)."""
     tc = load_config(config, TableConfig, overrides)
     if seeds:
         tc.seeds = list(seeds)
@@ -165,7 +176,10 @@ def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | 
     out.mkdir(parents=True, exist_ok=True)
     # variant-major in config order: list the variants that matter most first, so an interrupted
     # table has all seeds of those (finished runs are reused by the next call)
-    jobs = [(v.model_dump(), s) for v in tc.variants for s in tc.seeds]
+    jobs = [(v.model_dump(), s) for v in tc.variants for s in tc.seeds
+            if not finished_only or not v.train or _finished(tc, v, s)]
+    if not jobs:
+        raise ValueError(f"no finished runs under {out}")
     tcd = tc.model_dump()
     if tc.jobs == 1:
         runs = [_run_one(tcd, v, s) for v, s in jobs]
