@@ -50,6 +50,14 @@ class SamplingConfig(StrictModel):
     outside_margin_m: float = Field(200.0, ge=0, description="imported points farther outside the map are dropped")
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _cap_fits_one_point(self):
+        # WHY: the cap subsamples whole points, so a cap below one point's views cannot be honoured
+        if self.max_images is not None and self.images_per_point > self.max_images:
+            raise ValueError(f"max_images ({self.max_images}) is smaller than images_per_point "
+                             f"({self.images_per_point}): no whole point fits under the cap")
+        return self
+
 
 class RenderConfig(StrictModel):
     size: int = Field(96, ge=16, le=512, description="square image side (px)")
@@ -97,6 +105,14 @@ class SplitsConfig(StrictModel):
     buffer_m: float = Field(15.0, ge=0, description="gap between stretches of different splits")
     min_points: int = Field(10, ge=1, description="sub-streets with fewer points go to train only")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, "
+                             f"got {self.train} + {self.val} + {self.test} = {total:g}")
+        return self
 
 
 class ImporterConfig(StrictModel):

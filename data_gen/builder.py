@@ -21,11 +21,13 @@ import shapely
 from tqdm.auto import tqdm
 
 from data_gen.build_config import BuildConfig
+from data_gen.build_fingerprint import build_fingerprint, describe_change
 from data_gen.contract import ADDRESSES_FILE, MANIFEST_FILE, NETWORK_FILE, STATS_FILE
 from data_gen.road_network import RoadNetwork
 from data_gen.splits import assign_splits
 from llava_address.common.config import dump_config
-from llava_address.common.io import atomic_dir
+from llava_address.common.images import load_image
+from llava_address.common.io import MARKER, NotOurFolderError, atomic_dir, read_marker
 
 __all__ = ["build_dataset", "load_network", "Points"]
 
@@ -182,18 +184,17 @@ def _render(cfg: BuildConfig, net: RoadNetwork, df: pd.DataFrame, img_dir: Path)
 
 
 def _copy_photos(cfg: BuildConfig, df: pd.DataFrame, img_dir: Path) -> list[str]:
-    from PIL import Image
-
+    """Copy bytes (the EXIF orientation tag travels with them and every reader applies it), or
+    with ``importer.resize`` re-encode upright (the shared loader applies EXIF orientation)."""
     rel = []
     for i, src in enumerate(tqdm(df.src, desc="copy photos", unit="img")):
         name = f"{i:07d}{Path(src).suffix.lower() or '.jpg'}"
         if cfg.importer.resize:
-            with Image.open(src) as im:
-                im = im.convert("RGB")
-                im.thumbnail((10**6, cfg.importer.resize)) if im.width >= im.height else \
-                    im.thumbnail((cfg.importer.resize, 10**6))
-                name = f"{i:07d}.jpg"
-                im.save(img_dir / name, quality=cfg.render.jpeg_quality)
+            im = load_image(src, max_side=None)
+            im.thumbnail((10**6, cfg.importer.resize)) if im.width >= im.height else \
+                im.thumbnail((cfg.importer.resize, 10**6))
+            name = f"{i:07d}.jpg"
+            im.save(img_dir / name, quality=cfg.render.jpeg_quality)
         else:
             shutil.copyfile(src, img_dir / name)
         rel.append(f"images/{name}")
@@ -211,15 +212,13 @@ def _captions(cfg: BuildConfig, out: Path, rel: list[str], scene: list[str] | No
             raise ValueError("captions.kind=scene needs SynthCity images (importer.kind=synthcity); "
                              "use blip or none for real photos")
         return scene
-    from PIL import Image
-
     from data_gen.captions import BlipCaptioner
 
     c = cfg.captions
     cap = BlipCaptioner(c.model_dir or "", device=c.device, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
     outs: list[str] = []
     for i in tqdm(range(0, len(rel), c.batch_size), desc="BLIP captions", unit="batch"):
-        ims = [Image.open(out / r).convert("RGB") for r in rel[i:i + c.batch_size]]
+        ims = [load_image(out / r) for r in rel[i:i + c.batch_size]]
         outs.extend(cap.caption(ims))
     return outs
 
@@ -228,16 +227,46 @@ def _is_complete(out: Path) -> bool:
     return all((out / f).is_file() for f in (MANIFEST_FILE, ADDRESSES_FILE, STATS_FILE, NETWORK_FILE))
 
 
+def _reuse_existing(out: Path, fp: dict, overwrite: bool) -> bool:
+    """True if ``out`` already holds this exact build; raise if it must not be touched.
+
+    Only a folder whose marker says the builder wrote it may be reused or replaced: anything
+    else (a user's photo folder, a dataset from a version without markers) is refused, and the
+    message does not suggest --overwrite, which would not help.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    mark = read_marker(out) if out.is_dir() else None
+    if mark is None or mark.get("kind") != "dataset":
+        hint = " (it looks like a dataset from an older version: delete it yourself to rebuild)" \
+            if out.is_dir() and _is_complete(out) else ""
+        raise NotOurFolderError(f"{out} exists and is not a dataset built by llava-address (no {MARKER} marker); "
+                                f"it is never deleted or overwritten: choose another output folder{hint}")
+    if overwrite:
+        return False
+    if not _is_complete(out):
+        raise FileExistsError(f"{out} is an incomplete dataset; pass overwrite=True / --overwrite to rebuild it")
+    change = describe_change(mark, fp)
+    if change:
+        raise FileExistsError(f"{out} was built from different settings: {change}; "
+                              "pass overwrite=True / --overwrite to rebuild it, or choose another output folder")
+    log.info("dataset %s already built from the same config and inputs; reusing it", out)
+    return True
+
+
 def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Build the dataset described by ``cfg`` into ``out_dir`` (default cfg.out_dir or data/<name>)."""
+    """Build the dataset described by ``cfg`` into ``out_dir`` (default cfg.out_dir or data/<name>).
+
+    An existing dataset built from the same config and inputs is reused; one built from
+    different ones is refused unless ``overwrite``; a folder the builder did not write is never
+    replaced (``NotOurFolderError``).
+    """
     from data_gen.build_outputs import write_outputs
 
     out = Path(out_dir or cfg.out_dir or f"data/{cfg.name}")
-    if out.exists() and not overwrite:
-        if _is_complete(out):
-            log.info("dataset %s already complete; skipping (pass overwrite=True / --overwrite to rebuild)", out)
-            return out
-        raise FileExistsError(f"{out} exists but is not a complete dataset; pass overwrite=True to replace it")
+    fp = build_fingerprint(cfg)
+    if _reuse_existing(out, fp, overwrite):
+        return out
     if cfg.captions.kind == "scene" and cfg.importer.kind != "synthcity":
         raise ValueError("captions.kind=scene needs SynthCity images (importer.kind=synthcity); "
                          "use blip or none for real photos")
@@ -259,7 +288,7 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
     df = df[df.split != ""].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no images survived the build (dropped: {dict(dropped)})")
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=True, marker={"kind": "dataset", **fp}) as tmp:  # _reuse_existing checked
         img_dir = tmp / "images"
         img_dir.mkdir()
         if synth:

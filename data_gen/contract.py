@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from llava_address.common.io import atomic_write_json, read_json
+from llava_address.common.io import atomic_path, atomic_write_json, read_json
 
 __all__ = [
     "MANIFEST_COLUMNS", "SPLITS", "MANIFEST_FILE", "ADDRESSES_FILE", "STATS_FILE", "NETWORK_FILE",
@@ -126,20 +126,10 @@ def read_manifest(dataset_dir: str | Path, split: str | None = None) -> pd.DataF
 
 def write_manifest(dataset_dir: str | Path, df: pd.DataFrame) -> None:
     """Validate and write the manifest atomically (temp file + rename)."""
-    import os
-    import tempfile
-
     _check_columns(df, "write_manifest")
     df = df.astype({k: v for k, v in MANIFEST_COLUMNS.items()})
-    path = Path(dataset_dir) / MANIFEST_FILE
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.", suffix=".parquet")
-    os.close(fd)
-    try:
+    with atomic_path(Path(dataset_dir) / MANIFEST_FILE) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_hf_dataset(dataset_dir: str | Path, split: str | None = None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,14 @@ from typing import Iterable, Iterator
 import pyproj
 from PIL import Image
 
+from llava_address.common.images import ImageLoadError, load_image
+
 __all__ = ["ImageRecord", "ImportResult", "SKIP_REASONS", "import_exif_folder", "import_csv",
            "import_sfxl", "import_utm_csv", "exif_gps", "utm_to_latlon", "run_importer", "dedupe",
            "check_image", "sfxl_latlon"]
 
 log = logging.getLogger(__name__)
-SKIP_REASONS = ("no_gps", "corrupt_image", "gps_out_of_range", "unreadable", "duplicate")
+SKIP_REASONS = ("no_gps", "corrupt_image", "gps_out_of_range", "unreadable", "duplicate", "too_large")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
 GPS_IFD = 0x8825
 
@@ -58,16 +61,11 @@ class ImportResult:
 
 
 def check_image(path: Path) -> str:
-    """'' if the image decodes fully, else the skip reason."""
-    if not Path(path).is_file():
-        return "unreadable"
+    """'' if the image decodes fully (the shared loader's checks), else the skip reason."""
     try:
-        with Image.open(path) as im:
-            im.load()  # full decode: catches truncated JPEGs that verify() lets through
-    except PermissionError:
-        return "unreadable"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return "corrupt_image"
+        load_image(path, max_side=64)  # full decode at reduced scale: catches truncated JPEGs and bombs
+    except ImageLoadError as exc:
+        return exc.kind
     return ""
 
 
@@ -77,9 +75,12 @@ def _dms(value) -> float:
 
 
 def exif_gps(path: Path) -> tuple[float, float] | None:
-    """(lat, lon) from the EXIF GPS IFD, None if absent. Raises OSError for unreadable files."""
-    with Image.open(path) as im:
-        gps = im.getexif().get_ifd(GPS_IFD)
+    """(lat, lon) from the EXIF GPS IFD, None if absent. Raises OSError for unreadable files
+    and ``Image.DecompressionBombError`` (not an OSError) for images over Pillow's pixel limit."""
+    with warnings.catch_warnings():  # over ~89 M pixels Pillow warns; the loader's cap decides later
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            gps = im.getexif().get_ifd(GPS_IFD)
     if not gps or 2 not in gps or 4 not in gps:
         return None
     try:
@@ -105,6 +106,9 @@ def import_exif_folder(folder: str | Path, verify: bool = True) -> ImportResult:
     for p in _images_in(Path(folder)):
         try:
             ll = exif_gps(p)
+        except Image.DecompressionBombError:
+            res.skipped["too_large"] += 1
+            continue
         except (OSError, SyntaxError, ValueError):
             res.skipped["corrupt_image" if p.is_file() else "unreadable"] += 1
             continue
@@ -135,7 +139,7 @@ def _csv_rows(csv_path: str | Path, path_col: str, value_cols: tuple[str, ...], 
     if not csv_path.is_file():
         raise FileNotFoundError(f"{what} not found: {csv_path}")
     base = Path(root) if root else csv_path.parent
-    with csv_path.open(newline="", encoding="utf-8") as fh:
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel writes a byte-order mark
         reader = csv.DictReader(fh)
         missing = {path_col, *value_cols} - set(reader.fieldnames or [])
         if missing:

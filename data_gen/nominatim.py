@@ -3,8 +3,10 @@
 Same `reverse()` interface as `OfflineGeocoder`. Nominatim answers one address per point, so
 slot 0 holds it and slots 1..k-1 stay empty. Requests are spaced by ``min_interval_s`` (the
 public server's policy is 1 request/s), retried with exponential backoff on 5xx and
-connection errors, and every answer is cached on disk as one JSON file per rounded
-(lat, lon) so re-runs and repeated points cost no request.
+connection errors and on HTTP 429 (waiting ``Retry-After`` when the server sends it, capped
+at ``max_retry_after_s``), and every answer is cached on disk as one JSON file per rounded
+(lat, lon) so re-runs and repeated points cost no request. Redirects are followed only within
+the configured host: a redirect elsewhere would send the user's coordinates to a third party.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import logging
 import math
 import threading
 import time
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import requests
@@ -41,11 +45,13 @@ def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
 class NominatimGeocoder:
     def __init__(self, base_url: str, cache_dir: Path, min_interval_s: float = 1.0, retries: int = 3,
                  timeout_s: float = 10.0, user_agent: str = "llava-address/0.1 (offline dataset builder)",
-                 cache_decimals: int = 6, backoff_s: float = 1.0):
+                 cache_decimals: int = 6, backoff_s: float = 1.0, max_retry_after_s: float = 120.0,
+                 max_redirects: int = 5):
         self.base_url = base_url.rstrip("/")
         self.cache_dir = Path(cache_dir)
         self.min_interval_s, self.retries, self.timeout_s = float(min_interval_s), int(retries), float(timeout_s)
         self.cache_decimals, self.backoff_s = int(cache_decimals), float(backoff_s)
+        self.max_retry_after_s, self.max_redirects = float(max_retry_after_s), int(max_redirects)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent
         self._last = -math.inf
@@ -100,19 +106,55 @@ class NominatimGeocoder:
                 time.sleep(delay)
             self._last = time.monotonic()
 
+    def _get(self, url: str, params: dict | None) -> requests.Response:
+        """GET following redirects by hand, only to the configured scheme and host."""
+        origin = urlsplit(self.base_url)[:2]
+        for _ in range(self.max_redirects + 1):
+            resp = self.session.get(url, params=params, timeout=self.timeout_s, allow_redirects=False)
+            if not resp.is_redirect:
+                return resp
+            target = urljoin(resp.url, resp.headers["Location"])
+            if urlsplit(target)[:2] != origin:
+                raise NominatimError(f"Nominatim {self.base_url} redirected to another host ({target}); "
+                                     "refusing to send coordinates there: set the final URL as base_url")
+            url, params = target, None  # the Location carries the query
+        raise NominatimError(f"Nominatim {self.base_url}: more than {self.max_redirects} redirects")
+
+    def _retry_after(self, resp: requests.Response, attempt: int) -> float:
+        """Seconds to wait after HTTP 429: the Retry-After header (seconds or a date), else backoff."""
+        raw = resp.headers.get("Retry-After", "").strip()
+        wait = None
+        if raw:
+            try:
+                wait = float(raw)
+            except ValueError:
+                try:
+                    wait = parsedate_to_datetime(raw).timestamp() - time.time()
+                except (TypeError, ValueError, IndexError):
+                    wait = None
+        if wait is None:
+            wait = self.backoff_s * 2 ** attempt
+        return min(max(wait, 0.0), self.max_retry_after_s)
+
     def _fetch(self, lat: float, lon: float) -> dict:
         url = f"{self.base_url}/reverse"
         params = {"format": "jsonv2", "lat": f"{lat}", "lon": f"{lon}", "zoom": 17, "addressdetails": 1}
-        last_err = ""
+        last_err, wait = "", 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(wait)
+            wait = self.backoff_s * 2 ** attempt
             self._wait_turn()
             self.requests_made += 1
             try:
-                resp = self.session.get(url, params=params, timeout=self.timeout_s)
+                resp = self._get(url, params)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_err = f"{type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code == 429:
+                wait = self._retry_after(resp, attempt)
+                last_err = f"HTTP 429 (rate limited; server asked to wait {wait:g}s)"
+                log.warning("Nominatim rate limit (HTTP 429): waiting %.1fs before retrying", wait)
                 continue
             if resp.status_code >= 500:
                 last_err = f"HTTP {resp.status_code}"

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, QAConfig, overrides)
         stats = build_qa(args.data, args.out, args.stage1_out, cfg, progress=not args.no_progress)
-    except (ConfigError, QAError) as exc:
+    except (ConfigError, QAError, OSError) as exc:  # OSError: --out is a folder, unwritable path
         logging.error("%s", exc)
         return 2
     print(json.dumps({k: stats["qa"]["all"][k] for k in ("dialogues", "turns_total", "answer_words")}))

@@ -90,6 +90,36 @@ def test_killed_build_leaves_no_complete_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_changed_settings_are_refused_with_the_reason(tiny):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny.iterdir()}
+    with pytest.raises(FileExistsError, match=r"config changed \(sampling.max_images: 400 -> 300\).*--overwrite"):
+        build_dataset(tiny_cfg("sampling.max_images=300"), tiny)
+    with pytest.raises(FileExistsError, match=r"splits.seed: 0 -> 1, vote.k: 5 -> 4\)"):
+        build_dataset(tiny_cfg("vote.k=4", "splits.seed=1"), tiny)
+    assert build_dataset(tiny_cfg("render.workers=2"), tiny) == tiny  # same content: reused
+    assert {p.name: p.stat().st_mtime_ns for p in tiny.iterdir()} == before
+
+
+def test_foreign_folders_are_never_replaced(tmp_path, tiny):
+    import shutil
+
+    from llava_address.common.io import MARKER, NotOurFolderError
+
+    mine = tmp_path / "my_photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    for overwrite in (False, True):
+        with pytest.raises(NotOurFolderError, match="not a dataset built by llava-address") as ei:
+            build_dataset(tiny_cfg(), mine, overwrite=overwrite)
+        assert "overwrite" not in str(ei.value)  # the flag would not help: never suggested
+    assert [p.name for p in mine.iterdir()] == ["holiday.jpg"] and (mine / "holiday.jpg").read_bytes() == b"precious"
+    legacy = tmp_path / "legacy"  # a complete dataset from a version without markers
+    shutil.copytree(tiny, legacy, ignore=shutil.ignore_patterns("images", MARKER))
+    with pytest.raises(NotOurFolderError, match="older version: delete it yourself"):
+        build_dataset(tiny_cfg(), legacy, overwrite=True)
+    assert (legacy / "manifest.parquet").is_file()
+
+
 def test_bad_config_and_empty_map_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="sampling.spacing_m"):
         tiny_cfg("sampling.spacing_m=-1")
@@ -97,6 +127,10 @@ def test_bad_config_and_empty_map_are_clear_errors(tmp_path):
         tiny_cfg("importer.kind=csv")
     with pytest.raises(ConfigError, match="nonsense"):
         tiny_cfg("render.nonsense=1")
+    with pytest.raises(ConfigError, match=r"splits: .*must sum to 1, got 1.2 \+ 0.1 \+ 0.1 = 1.4"):
+        tiny_cfg("splits.train=1.2")
+    with pytest.raises(ConfigError, match=r"sampling: .*max_images \(3\) is smaller than images_per_point \(5\)"):
+        tiny_cfg("sampling.images_per_point=5", "sampling.max_images=3")
     osm = tmp_path / "empty.osm"
     osm.write_text('<?xml version="1.0"?><osm version="0.6"><node id="1" lat="60" lon="24"/></osm>')
     with pytest.raises(ValueError, match="no usable highway"):
@@ -104,9 +138,9 @@ def test_bad_config_and_empty_map_are_clear_errors(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def _gps_jpeg(path, lat, lon, colour):
+def _gps_jpeg(path, lat, lon, colour, orientation=None):
     from test_importers import write_gps_jpeg
-    write_gps_jpeg(path, lat, lon, colour)
+    write_gps_jpeg(path, lat, lon, colour, orientation)
 
 
 @pytest.mark.parametrize("kind", ["exif_folder", "csv"])
@@ -122,7 +156,8 @@ def test_real_photo_path_end_to_end(tmp_path, kind):
     rows = ["path,lat,lon"]
     rng = np.random.default_rng(0)
     for i in range(len(sp)):
-        _gps_jpeg(photos / f"p{i:04d}.jpg", lat[i], lon[i], tuple(int(v) for v in rng.integers(0, 255, 3)))
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))  # csv: portrait phone photos (EXIF rotate 90)
+        _gps_jpeg(photos / f"p{i:04d}.jpg", lat[i], lon[i], colour, 6 if kind == "csv" else None)
         rows.append(f"photos/p{i:04d}.jpg,{lat[i]},{lon[i]}")
     Image.new("RGB", (20, 20)).save(photos / "nogps.jpg")
     rows.append("photos/nogps.jpg,,")
@@ -143,7 +178,8 @@ def test_real_photo_path_end_to_end(tmp_path, kind):
     assert drop["outside_map"] == 1
     assert stats["images"]["sampled"] == len(sp) + 4
     assert len(df) > 0.5 * len(sp) and set(df.caption) == {""}
-    assert all(min(Image.open(out / p).size) == 16 for p in df.image[:5])
+    sizes = [Image.open(out / p).size for p in df.image]
+    assert set(sizes) == ({(16, 21)} if kind == "csv" else {(21, 16)})  # stored 40x30, shown upright
 
 
 def test_script_main(tmp_path, capsys):

@@ -16,10 +16,12 @@ def _dms(v: float):
     return (float(d), float(m), round((v - d - m / 60) * 3600, 4))
 
 
-def write_gps_jpeg(path, lat: float, lon: float, colour="red") -> None:
-    """A small JPEG with an EXIF GPS IFD (used by test_builder too)."""
+def write_gps_jpeg(path, lat: float, lon: float, colour="red", orientation: int | None = None) -> None:
+    """A small 40x30 JPEG with an EXIF GPS IFD and optional orientation tag (used by test_builder too)."""
     exif = Image.Exif()
     exif[0x8825] = {1: "N" if lat >= 0 else "S", 2: _dms(lat), 3: "E" if lon >= 0 else "W", 4: _dms(lon)}
+    if orientation is not None:
+        exif[0x0112] = orientation
     Image.new("RGB", (40, 30), colour).save(path, exif=exif)
 
 
@@ -95,3 +97,24 @@ def test_dedupe_and_dispatch(tmp_path):
         run_importer("nope", tmp_path)
     with pytest.raises(FileNotFoundError):
         import_exif_folder(tmp_path / "none")
+
+
+def test_csv_with_byte_order_mark_and_oversized_images(tmp_path):
+    from _image_fixtures import png_bomb
+
+    write_gps_jpeg(tmp_path / "a.jpg", 60.1, 24.9)
+    png_bomb(tmp_path / "bomb.png")
+    rows = "path,lat,lon\r\na.jpg,60.1,24.9\r\nbomb.png,60.2,24.9\r\n"
+    (tmp_path / "excel.csv").write_bytes(rows.encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    res = import_csv(tmp_path / "excel.csv")
+    assert [(r.path.name, r.lat) for r in res.records] == [("a.jpg", 60.1)]
+    assert res.skipped == {"too_large": 1}
+
+
+def test_exif_folder_counts_decompression_bombs(tmp_path):
+    from _image_fixtures import png_bomb
+
+    write_gps_jpeg(tmp_path / "a.jpg", 60.1, 24.9)
+    png_bomb(tmp_path / "bomb.png")  # over Pillow's hard limit: DecompressionBombError, not OSError
+    res = import_exif_folder(tmp_path)
+    assert [r.path.name for r in res.records] == ["a.jpg"] and res.skipped == {"too_large": 1}

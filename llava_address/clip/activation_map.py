@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from data_gen.contract import read_manifest
-from llava_address.clip.data import open_image
 from llava_address.clip.locator import AddressLocator
+from llava_address.common.images import load_image
 
 __all__ = ["query_similarity", "activation_map"]
 
@@ -32,7 +32,7 @@ def query_similarity(locator: AddressLocator, data_dir: str | Path, query: str, 
         imgs = []
         for i in range(start, min(start + locator.batch_size, len(df))):
             try:
-                imgs.append(open_image(data_dir / df["image"].iloc[i]))
+                imgs.append(load_image(data_dir / df["image"].iloc[i]))
                 keep.append(i)
             except ValueError:
                 continue

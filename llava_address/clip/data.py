@@ -1,6 +1,7 @@
 """Torch dataset over a data_gen manifest + collator that tokenizes address and semantic texts.
 
-Undecodable images are a counted skip with one warning each (never a crash mid-epoch).
+Images load through ``common.images.load_image`` (EXIF orientation, pixel cap); undecodable
+or oversized images are a counted skip with one warning each (never a crash mid-epoch).
 Augmentation is seeded per (seed, epoch, index), so a resumed run sees exactly the same pixels
 as an uninterrupted one; the sampler is a seeded per-epoch permutation for the same reason.
 """
@@ -13,26 +14,17 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 
 from data_gen.contract import AddressVocabulary, join_caption_address, read_manifest
 from llava_address.clip.model import CLIP_MEAN, CLIP_STD
+from llava_address.common.images import ImageLoadError, load_image
 
 __all__ = ["AddressImageDataset", "AddressCollator", "EpochPermutationSampler", "train_transform",
-           "open_image", "text_id"]
+           "text_id"]
 
 log = logging.getLogger(__name__)
-
-
-def open_image(path: str | Path) -> Image.Image:
-    """Open as RGB; raise ValueError naming the file when it cannot be decoded."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot decode image {path}: {exc}") from None
 
 
 def text_id(text: str) -> int:
@@ -81,8 +73,8 @@ class AddressImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         row = self.df.iloc[i]
         try:
-            img = open_image(self.root / row["image"])
-        except ValueError as exc:
+            img = load_image(self.root / row["image"])
+        except ImageLoadError as exc:
             if i not in self.failed:
                 self.failed.add(i)
                 log.warning("skipping undecodable image (%d so far): %s", len(self.failed), exc)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from data_gen.contract import read_manifest
-from llava_address.clip.data import open_image
 from llava_address.clip.locator import AddressLocator
 from llava_address.clip.losses import pairwise_haversine_m
+from llava_address.common.images import load_image
 
 __all__ = ["geo_alignment", "caption_information"]
 
@@ -27,7 +27,7 @@ def geo_alignment(locator: AddressLocator, data_dir: str | Path, split: str = "t
 
     data_dir = Path(data_dir)
     df = read_manifest(data_dir, split)
-    feats = locator.encode_images([open_image(data_dir / p) for p in df["image"]])
+    feats = locator.encode_images([load_image(data_dir / p) for p in df["image"]])
     iu = np.triu_indices(len(df), 1)
     fdist = (1 - feats @ feats.t()).numpy()[iu]
     gdist = pairwise_haversine_m(torch.tensor(df["lat"].to_numpy()), torch.tensor(df["lon"].to_numpy())).numpy()[iu]

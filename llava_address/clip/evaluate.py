@@ -17,9 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from data_gen.contract import read_addresses, read_manifest
-from llava_address.clip.data import open_image
 from llava_address.clip.locator import AddressLocator
 from llava_address.clip.metrics import address_metrics
+from llava_address.common.images import load_image
 from llava_address.common.io import atomic_write_json, atomic_write_text
 
 __all__ = ["evaluate_locator", "evaluate", "metrics_markdown", "METRIC_KEYS"]
@@ -50,7 +50,7 @@ def evaluate_locator(locator: AddressLocator, data_dir: str | Path, split: str =
         imgs = []
         for i in range(start, min(start + bs, len(df))):
             try:
-                imgs.append(open_image(data_dir / df["image"].iloc[i]))
+                imgs.append(load_image(data_dir / df["image"].iloc[i]))
                 keep.append(i)
             except ValueError as exc:
                 skipped += 1

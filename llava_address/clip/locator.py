@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from llava_address.clip.checkpoint import CANDIDATES_FILE
-from llava_address.clip.data import open_image
 from llava_address.clip.model import AddressCLIP
+from llava_address.common.images import load_image
 from llava_address.common.io import read_json
 
 __all__ = ["AddressLocator", "ImageInput", "REQUIRED_FILES"]
@@ -37,7 +37,7 @@ def _load_image(x: ImageInput) -> Image.Image:
     p = Path(x)
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
-    return open_image(p)
+    return load_image(p)
 
 
 def check_candidates(candidates: Sequence[str]) -> list[str]:
