@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from data_gen.contract import read_addresses, read_manifest
-from llava_address.clip.data import open_image
+from llava_address.common.images import load_image
 from llava_address.clip.metrics import address_metrics
 
 __all__ = ["MODEL_FREE", "knn_ranking", "pixel_features", "score_ranking", "pixel_knn", "caption_knn", "embedding_knn",
@@ -65,7 +65,7 @@ def pixel_features(data_dir: Path, rel_paths: Sequence[str], size: int = 24) -> 
     """Images resized to size×size (bilinear), flattened, each centred on its own mean."""
     feats = np.empty((len(rel_paths), size * size * 3), np.float32)
     for i, r in enumerate(tqdm(rel_paths, desc="pixels", leave=False)):
-        im = open_image(data_dir / r).resize((size, size), resample=2)
+        im = load_image(data_dir / r).resize((size, size), resample=2)
         v = np.asarray(im, np.float32).ravel()
         feats[i] = v - v.mean()
     return feats
@@ -113,7 +113,7 @@ def embedding_knn(encode: Callable[[list], np.ndarray], data_dir: str | Path, sp
     train, query, cands = _split_frames(data_dir, split)
 
     def emb(paths):
-        out = [encode([open_image(data_dir / p) for p in paths[i:i + batch_size]])
+        out = [encode([load_image(data_dir / p) for p in paths[i:i + batch_size]])
                for i in range(0, len(paths), batch_size)]
         return np.concatenate(out)
 
