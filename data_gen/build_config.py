@@ -96,6 +96,19 @@ class PartitionConfig(StrictModel):
     min_piece_m: float = Field(40.0, ge=0)
     min_images: int = Field(1, ge=1, description="sub-streets with fewer located images merge into a touching "
                             "neighbour of the same street (the paper uses 5); 1 = off")
+    address_template: str = Field("{sub_street}", description="sub-street address text; fields {sub_street}, "
+                                  "{district} (paper: '{sub_street}, {district}'); plain {sub_street} where the "
+                                  "district is unknown")
+
+    @model_validator(mode="after")
+    def _check(self):
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.address_template) if f is not None}
+        if "sub_street" not in fields or fields - {"sub_street", "district"}:
+            raise ValueError(f"partition.address_template must use {{sub_street}} and may use {{district}}, "
+                             f"got {self.address_template!r}")
+        return self
 
 
 class SplitsConfig(StrictModel):
@@ -116,8 +129,24 @@ class SplitsConfig(StrictModel):
 
 
 class ImporterConfig(StrictModel):
-    kind: Literal["synthcity", "exif_folder", "csv", "sfxl", "utm_csv"] = "synthcity"
-    path: str | None = None
+    kind: Literal["synthcity", "exif_folder", "csv", "sfxl", "utm_csv", "pitts_mat", "sfxl_parallel"] = "synthcity"
+    path: str | None = Field(None, description="image folder / CSV; for pitts_mat the Pittsburgh dataset root")
+    mat_paths: list[str] = Field(default_factory=list, description="pitts_mat: NetVLAD .mat files "
+                                 "(pitts250k_train.mat, pitts250k_val.mat, pitts250k_test.mat)")
+    sets: list[Literal["db", "q"]] = Field(default_factory=lambda: ["db", "q"], description="pitts_mat: database "
+                                           "and/or query images")
+    query_dir: str = Field("queries_real", description="pitts_mat: query folder under the root")
+    workers: int | None = Field(None, ge=1, description="sfxl_parallel: processes (None: all cores)")
+    check: Literal["header", "full", "none"] = Field("header", description="sfxl_parallel: header-only check, "
+                                                     "full decode, or none")
+    progress_file: str | None = Field(None, description="sfxl_parallel: JSON-lines progress file (resume)")
+    dedupe_bytes: bool = Field(True, description="drop byte-identical images (hashes every file; off for SF-XL "
+                               "scale, where paths are unique)")
+    split_by: Literal["spatial", "source"] = Field("spatial", description="source: keep the dataset's own split "
+                                                   "(pitts_mat tags {whichSet}_{db|q}, mapped by split_map)")
+    split_map: dict[str, Literal["train", "val", "test", "drop"]] = Field(
+        default_factory=lambda: {"train": "train", "val": "val", "test": "test"},
+        description="source tag (or its prefix before '_') -> split; the full tag wins over the prefix")
     path_col: str = "path"
     lat_col: str = "lat"
     lon_col: str = "lon"
@@ -131,6 +160,8 @@ class ImporterConfig(StrictModel):
     def _need_path(self):
         if self.kind != "synthcity" and not self.path:
             raise ValueError(f"importer.kind={self.kind} needs importer.path")
+        if self.kind == "pitts_mat" and not self.mat_paths:
+            raise ValueError("importer.kind=pitts_mat needs importer.mat_paths (NetVLAD .mat ground-truth files)")
         return self
 
 
@@ -141,6 +172,17 @@ class CaptionsConfig(StrictModel):
     device: str = "cpu"
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(30, ge=1)
+    prompt: str | None = Field(None, description="BLIP conditional prompt (paper: 'a street view of'); the caption "
+                               "keeps it as its start")
+    min_new_tokens: int = Field(0, ge=0, description="BLIP: shortest caption in tokens (BLIP demo: min_length 5)")
+    num_beams: int = Field(1, ge=1, description="BLIP: beam search width (BLIP demo: 3)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"captions.min_new_tokens ({self.min_new_tokens}) exceeds captions.max_new_tokens "
+                             f"({self.max_new_tokens})")
+        return self
 
 
 class BuildConfig(StrictModel):

@@ -103,20 +103,49 @@ def _photo_points(cfg: BuildConfig, net: RoadNetwork, dropped: Counter) -> Point
         kw.update(path_col=im.path_col, lat_col=im.lat_col, lon_col=im.lon_col, root=im.root)
     elif im.kind == "utm_csv":
         kw.update(path_col=im.path_col, zone=im.zone, northern=im.northern, root=im.root)
-    res = run_importer(im.kind, im.path, **kw)
-    recs = dedupe(res.records, res)
+    elif im.kind == "sfxl_parallel":
+        kw = {"workers": im.workers, "check": im.check if im.verify else "none", "progress_file": im.progress_file}
+    elif im.kind == "pitts_mat":
+        kw.update(root=im.path, sets=im.sets, zone=im.zone, query_dir=im.query_dir)
+    res = run_importer(im.kind, im.mat_paths if im.kind == "pitts_mat" else im.path, **kw)
+    recs = dedupe(res.records, res) if im.dedupe_bytes else _dedupe_paths(res.records, res)
     dropped.update(res.skipped)
     if not recs:
         raise ValueError(f"importer {im.kind} found no usable images under {im.path} (skipped: {dict(res.skipped)})")
     lat = np.array([r.lat for r in recs])
     lon = np.array([r.lon for r in recs])
     x, y = net.projection.to_xy(lat, lon)
-    df = pd.DataFrame({"src": [str(r.path) for r in recs], "lat": lat, "lon": lon, "x": x, "y": y})
+    df = pd.DataFrame({"src": [str(r.path) for r in recs], "lat": lat, "lon": lon, "x": x, "y": y,
+                       "tag": [r.tag for r in recs]})
     minx, miny, maxx, maxy = net.bounds
     mg = cfg.sampling.outside_margin_m
     pts = Points(df)
     pts.keep((x >= minx - mg) & (x <= maxx + mg) & (y >= miny - mg) & (y <= maxy + mg), "outside_map", dropped)
     return pts
+
+
+def _dedupe_paths(records: list, res) -> list:
+    """Repeated paths only (no hashing): for SF-XL-scale imports whose file names are unique."""
+    seen, out = set(), []
+    for r in records:
+        if r.path in seen:
+            res.skipped["duplicate"] += 1
+            continue
+        seen.add(r.path)
+        out.append(r)
+    return out
+
+
+def _source_splits(cfg: BuildConfig, tags: pd.Series, dropped: Counter) -> np.ndarray:
+    """importer.split_by=source: each image's own set tag (e.g. 'test_q') mapped by importer.split_map."""
+    m = cfg.importer.split_map
+    out = np.array([m.get(t, m.get(t.split("_", 1)[0], "")) for t in tags], dtype=object)
+    unmapped = sorted({t for t, s in zip(tags, out) if not s})
+    if unmapped:
+        raise ValueError(f"importer.split_map has no split for source tags {unmapped[:5]} (map: {m})")
+    dropped["split_map_drop"] += int((out == "drop").sum())
+    out[out == "drop"] = ""
+    return out
 
 
 def _vote(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter) -> None:
@@ -138,6 +167,7 @@ def _vote(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter) -> 
 
 def _partition(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter, partition_stats: dict) -> dict:
     from data_gen.partition import assign_sub_streets, merge_sparse_pieces, partition_streets
+    from data_gen.address_template import apply_address_template
 
     pieces = partition_streets(net, min_piece_m=cfg.partition.min_piece_m)
     x, y = pts.df.x.to_numpy(), pts.df.y.to_numpy()
@@ -151,6 +181,7 @@ def _partition(cfg: BuildConfig, net: RoadNetwork, pts: Points, dropped: Counter
         merge_stats = {"merged": 0, "isolated_small": 0}
     partition_stats.update(min_images=cfg.partition.min_images, merged_min_images=merge_stats["merged"],
                            isolated_below_min_images=merge_stats["isolated_small"])
+    names = apply_address_template(pieces, names, cfg.partition.address_template)
     by_name = {p.name: p for p in pieces}
     pts.df["sub_street"] = names
     pts.keep(np.array([n in by_name for n in names], bool), "no_sub_street", dropped)
@@ -215,7 +246,8 @@ def _captions(cfg: BuildConfig, out: Path, rel: list[str], scene: list[str] | No
     from data_gen.captions import BlipCaptioner
 
     c = cfg.captions
-    cap = BlipCaptioner(c.model_dir or "", device=c.device, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
+    cap = BlipCaptioner(c.model_dir or "", device=c.device, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+                        prompt=c.prompt, min_new_tokens=c.min_new_tokens, num_beams=c.num_beams)
     outs: list[str] = []
     for i in tqdm(range(0, len(rel), c.batch_size), desc="BLIP captions", unit="batch"):
         ims = [load_image(out / r) for r in rel[i:i + c.batch_size]]
@@ -283,8 +315,11 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
     pieces = _partition(cfg, net, pts, dropped, partition_stats)
     df = pts.df
     sr = assign_splits(df.sub_street.to_numpy(), df.s.to_numpy(), df.x.to_numpy(), df.y.to_numpy(), cfg.splits)
-    df["split"] = sr.split
-    dropped.update(sr.dropped)
+    if cfg.importer.split_by == "source" and not synth:
+        df["split"] = _source_splits(cfg, df.tag, dropped)
+    else:
+        df["split"] = sr.split
+        dropped.update(sr.dropped)
     df = df[df.split != ""].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no images survived the build (dropped: {dict(dropped)})")

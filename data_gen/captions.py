@@ -43,7 +43,11 @@ class BlipCaptioner:
     """``BlipForConditionalGeneration`` + ``BlipProcessor`` loaded from ``model_dir`` only."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 8,
-                 max_new_tokens: int = 30, prompt: str | None = None):
+                 max_new_tokens: int = 30, prompt: str | None = None, min_new_tokens: int = 0, num_beams: int = 1):
+        """``prompt`` conditions BLIP (the paper uses "a street view of"); the caption starts with it.
+        ``min_new_tokens``/``max_new_tokens`` bound the caption length (BLIP's demo: 5 / 20)."""
+        if min_new_tokens > max_new_tokens:
+            raise ValueError(f"min_new_tokens {min_new_tokens} > max_new_tokens {max_new_tokens}")
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(
@@ -55,6 +59,7 @@ class BlipCaptioner:
         self.processor = BlipProcessor.from_pretrained(model_dir, local_files_only=True)
         self.model = BlipForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).to(device).eval()
         self.device, self.batch_size, self.max_new_tokens, self.prompt = device, batch_size, max_new_tokens, prompt
+        self.min_new_tokens, self.num_beams = min_new_tokens, num_beams
 
     def caption(self, images: list[Image.Image]) -> list[str]:
         import torch
@@ -65,7 +70,8 @@ class BlipCaptioner:
             kw = {"text": [self.prompt] * len(batch)} if self.prompt else {}
             inputs = self.processor(images=batch, return_tensors="pt", **kw).to(self.device)
             with torch.no_grad():
-                ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+                ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                          min_new_tokens=self.min_new_tokens, num_beams=self.num_beams)
             out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
         return out
 

@@ -36,6 +36,7 @@ class ImageRecord:
     path: Path
     lat: float
     lon: float
+    tag: str = ""  # source set, e.g. Pittsburgh "train_db" / "test_q" (importer.split_by=source)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class ImportResult:
     records: list[ImageRecord] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
 
-    def add(self, path: Path, lat: float | None, lon: float | None, verify: bool) -> None:
+    def add(self, path: Path, lat: float | None, lon: float | None, verify: bool, tag: str = "") -> None:
         if lat is None or lon is None:
             self.skipped["no_gps"] += 1
             return
@@ -57,7 +58,7 @@ class ImportResult:
             if reason:
                 self.skipped[reason] += 1
                 return
-        self.records.append(ImageRecord(Path(path), float(lat), float(lon)))
+        self.records.append(ImageRecord(Path(path), float(lat), float(lon), tag))
 
 
 def check_image(path: Path) -> str:
@@ -198,7 +199,10 @@ def import_utm_csv(csv_path: str | Path, zone: int = 17, northern: bool = True, 
 
 def run_importer(kind: str, path: str | Path, **kw) -> ImportResult:
     """Dispatch by name (the builder's ``importer.kind``)."""
-    fns = {"exif_folder": import_exif_folder, "csv": import_csv, "sfxl": import_sfxl, "utm_csv": import_utm_csv}
+    from data_gen.importers_paper import import_pitts_mat, import_sfxl_parallel
+
+    fns = {"exif_folder": import_exif_folder, "csv": import_csv, "sfxl": import_sfxl, "utm_csv": import_utm_csv,
+           "pitts_mat": import_pitts_mat, "sfxl_parallel": import_sfxl_parallel}
     if kind not in fns:
         raise ValueError(f"unknown importer kind {kind!r}; choose one of {sorted(fns)}")
     res = fns[kind](path, **kw)

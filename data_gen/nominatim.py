@@ -25,6 +25,7 @@ import numpy as np
 import requests
 
 from data_gen.geocoder import GeocodeResult, check_latlon
+from llava_address.common.geo import haversine_m
 from llava_address.common.io import atomic_write_json
 
 __all__ = ["NominatimGeocoder", "NominatimError", "haversine_m"]
@@ -34,12 +35,6 @@ log = logging.getLogger(__name__)
 
 class NominatimError(RuntimeError):
     """The service kept failing (after retries) or answered something unusable."""
-
-
-def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    lat1, lon1, lat2, lon2 = map(np.radians, (lat1, lon1, lat2, lon2))
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * 6_371_008.8 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 class NominatimGeocoder:

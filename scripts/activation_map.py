@@ -1,4 +1,4 @@
-"""python scripts/activation_map.py --model DIR --data DIR --query "Mannerheimintie" --out map.png [--split test]
+"""python scripts/activation_map.py --clip DIR --data DIR --query "Mannerheimintie" --out map.png [--split test]
 
 Colour every image of a split by its similarity to an address query, drawn over the street network.
 """
@@ -8,19 +8,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llava_address.common.device import add_device_args, device_and_dtype
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="AddressCLIP checkpoint folder")
+    ap.add_argument("--clip", "--model", dest="clip", required=True, help="AddressCLIP checkpoint folder")
     ap.add_argument("--data", required=True, help="dataset folder")
     ap.add_argument("--query", required=True, help="address text: district, street or sub-street")
     ap.add_argument("--out", required=True, help="output PNG")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_device_args(ap)
     args = ap.parse_args(argv)
     from llava_address.clip.activation_map import activation_map
 
     try:
-        df = activation_map(args.model, args.data, args.query, args.out, args.split)
+        device, dtype = device_and_dtype(args, args.clip)
+        df = activation_map(args.clip, args.data, args.query, args.out, args.split, device=device, dtype=dtype)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

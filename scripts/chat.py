@@ -1,4 +1,4 @@
-"""python scripts/chat.py --image photo.jpg [--model DIR] [--clip DIR] [--question "..."] [--candidates 5]
+"""python scripts/chat.py --image photo.jpg [--export DIR] [--clip DIR] [--device auto] [--question "..."] [--candidates 5]
 
 Ask the LLaVA address assistant where a street photo was taken. With --question: one answer and
 exit; without: a chat about the same photo (``/image other.jpg`` switches photo, ``/quit`` ends).
@@ -14,9 +14,11 @@ import os
 import sys
 
 
-from llava_address.app.chat_session import (DEFAULT_QUESTION, ChatSession, ImageInputError,
-                                            ModelLoadError, format_candidates, load_assistant, load_locator)
+from llava_address.app.chat_session import (DEFAULT_QUESTION, MAX_QUESTION_CHARS, ChatSession, ImageInputError,
+                                            ModelLoadError, QuestionError, check_question, format_answer,
+                                            format_candidates, load_assistant, load_image, load_locator)
 from llava_address.app.demo_pipeline import demo_artifact
+from llava_address.common.device import add_device_args, device_and_dtype
 
 DEMO_OUT = "outputs/demo"
 HELP = "commands: /image PATH (switch photo), /candidates (show them again), /quit"
@@ -25,13 +27,17 @@ HELP = "commands: /image PATH (switch photo), /candidates (show them again), /qu
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--image", required=True, help="a JPEG/PNG street photo")
-    ap.add_argument("--model", help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
+    ap.add_argument("--export", "--model", dest="export",
+                    help=f"LLaVA export dir (default: the demo's, {DEMO_OUT}/llava/export)")
     ap.add_argument("--clip", help=f"AddressCLIP checkpoint dir (default: the demo's, {DEMO_OUT}/clip/model)")
     ap.add_argument("--question", help="ask this once and exit (default: interactive chat)")
     ap.add_argument("--candidates", type=int, default=5,
                     help="AddressCLIP candidates to list (0: none, no --clip needed)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-question-chars", type=int, default=MAX_QUESTION_CHARS,
+                    help="longer questions get a message instead of a run")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_device_args(ap)
     return ap.parse_args(argv)
 
 
@@ -39,6 +45,8 @@ def _show_candidates(session: ChatSession) -> None:
     if session.candidates:
         print(f"AddressCLIP candidates (top-{len(session.candidates)}; score = probability over all candidates):")
         print("\n".join(format_candidates(session.candidates)))
+    if session.clip_answer:
+        print("AddressCLIP answer: " + format_answer(session.clip_answer))
 
 
 def _answer(session: ChatSession, question: str) -> None:
@@ -74,11 +82,22 @@ def _repl(session: ChatSession) -> None:
         elif line.startswith("/"):
             print(f"unknown command {line.split()[0]!r}; {HELP}")
         else:
-            _answer(session, line)
+            try:
+                question = check_question(line, session.max_question_chars)
+            except QuestionError as exc:
+                print(f"error: {exc}")
+                continue
+            _answer(session, question)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.question is not None:  # checked before minutes of model loading
+        try:
+            args.question = check_question(args.question, args.max_question_chars) if args.question else ""
+        except QuestionError as exc:
+            print(f"error: --question: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
@@ -88,14 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = args.model or demo_artifact("llava_export", DEMO_OUT)
+    model = args.export or demo_artifact("llava_export", DEMO_OUT)
     clip = args.clip or demo_artifact("clip_model", DEMO_OUT)
     try:
-        assistant = load_assistant(model)
-        locator = load_locator(clip) if args.candidates > 0 else None
-        session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens)
-        session.set_image(args.image)
-    except (ImageInputError, ModelLoadError) as exc:
+        image = load_image(args.image)  # the user's file first: seconds before the models load
+        device, dtype = device_and_dtype(args, model)
+        assistant = load_assistant(model, device, dtype)
+        locator = load_locator(clip, device, device_and_dtype(args, clip)[1]) if args.candidates > 0 else None
+        session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens,
+                              max_question_chars=args.max_question_chars)
+        session.set_image(image)
+    except (ImageInputError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.question is not None:

@@ -1,4 +1,4 @@
-"""python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity [--split test]
+"""python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity_helsinki [--split test] [--device auto]
 
 Generative evaluation of an exported LLaVA: ask where each photo was taken, parse the answer to a
 sub-street candidate, print SSA-1 / SA-1 / distance error as JSON (and write them with --out).
@@ -11,10 +11,13 @@ import json
 import logging
 import sys
 
+from llava_address.common.device import add_device_args, device_and_dtype
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export", required=True, help="exported LLaVA dir (plain transformers layout)")
+    p.add_argument("--export", "--model", dest="export", required=True,
+                   help="exported LLaVA dir (plain transformers layout)")
     p.add_argument("--data", required=True, help="dataset dir (manifest + addresses.json + images/)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--question", default=None, help="prompt (default: 'Where was this photo taken?')")
@@ -22,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--out", default=None, help="write metrics + per-image answers to this JSON")
+    add_device_args(p)
     return p
 
 
@@ -31,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from llava_address.llava.evaluate import DEFAULT_QUESTION, evaluate_generative
 
     try:
+        device, dtype = device_and_dtype(args, args.export)
         metrics = evaluate_generative(args.export, args.data, args.split, args.question or DEFAULT_QUESTION,
-                                      args.batch_size, args.max_samples, args.max_new_tokens, args.out)
+                                      args.batch_size, args.max_samples, args.max_new_tokens, args.out,
+                                      device=device, dtype=dtype)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""accelerate launch scripts/train_clip.py --config configs/clip/tiny.yaml --data DIR --output DIR [--resume]
+"""accelerate launch scripts/train_clip.py --config configs/clip/tiny.yaml --data DIR --out DIR [--resume]
 
 Train AddressCLIP (image–address + image–semantic + geo losses). Also runs as plain
 ``python scripts/train_clip.py ...`` (one process). ``--set key.sub=value`` overrides config fields.
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="YAML config (configs/clip/*.yaml)")
     ap.add_argument("--data", help="dataset folder (overrides data.dataset_dir)")
-    ap.add_argument("--output", help="output folder (overrides train.output_dir)")
+    ap.add_argument("--out", "--output", dest="out", help="output folder (overrides train.output_dir)")
     ap.add_argument("--resume", action="store_true", help="continue from OUTPUT/state")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. --set train.max_steps=50 (repeatable)")
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_clip_config(args.config, args.overrides)
-        info = train(cfg, args.data, args.output, resume=args.resume, stop_after=args.stop_after)
+        info = train(cfg, args.data, args.out, resume=args.resume, stop_after=args.stop_after)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

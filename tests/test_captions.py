@@ -12,7 +12,14 @@ from data_gen.captions import BlipCaptioner, Captioner, SceneCaptioner, make_cap
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+TRAIN = [(Image.new("RGB", (40, 30), "red"), "a red shop sign"),
+         (Image.new("RGB", (50, 50), "blue"), "a street with trees")]
+
+
 def _tiny_blip(path):
+    """A tiny BLIP trained for a few steps to caption a red and a blue image differently."""
+    import torch
+
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor,
                               PreTrainedTokenizerFast)
@@ -21,7 +28,7 @@ def _tiny_blip(path):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign"] * 5,
+    tok.train_from_iterator(["a street with trees", "tall grey buildings at dusk", "a red shop sign", "a street view of"] * 5,
                             trainers.WordPieceTrainer(vocab_size=80, special_tokens=special))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
@@ -36,10 +43,27 @@ def _tiny_blip(path):
         vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
                            image_size=32, patch_size=8),
         projection_dim=32)
+    torch.manual_seed(0)
     model = BlipForConditionalGeneration(cfg)
     proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=fast)
+    # a few steps on (image, caption) pairs: a captioner that ignores the model or the image cannot pass
+    batch = proc(images=[im for im, _ in TRAIN], text=[c for _, c in TRAIN], return_tensors="pt", padding=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"], labels=batch["input_ids"]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     model.save_pretrained(path)
     proc.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def blip_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blip") / "blip"
+    _tiny_blip(path)
+    return path
 
 
 def test_scene_captioner_passes_through_in_order():
@@ -61,9 +85,23 @@ def test_blip_missing_dir_is_a_clear_error(tmp_path):
         make_captioner("gpt")
 
 
-def test_blip_tiny_local_checkpoint_captions(tmp_path):
-    _tiny_blip(tmp_path / "blip")
-    cap = make_captioner("blip", tmp_path / "blip", batch_size=1, max_new_tokens=5)
+def test_blip_tiny_local_checkpoint_captions(blip_dir):
+    cap = make_captioner("blip", blip_dir, batch_size=1, max_new_tokens=5)
     assert isinstance(cap, Captioner)
+    # different sizes than in training: the processor resizes; batch_size=1 vs 2 must not matter
+    out = cap.caption([Image.new("RGB", (64, 48), "red"), Image.new("RGB", (20, 20), "blue")])
+    assert out == [c for _, c in TRAIN]
+    assert make_captioner("blip", blip_dir, batch_size=2).caption([TRAIN[1][0], TRAIN[0][0]]) == \
+        [TRAIN[1][1], TRAIN[0][1]]
+
+
+def test_blip_prompt_and_length_bounds(blip_dir):
+    """The paper's conditional prompt starts every caption; min/max new tokens bound its length."""
+    cap = BlipCaptioner(blip_dir, batch_size=2, prompt="a street view of", min_new_tokens=4,
+                        max_new_tokens=4)
     out = cap.caption([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (50, 50), "blue")])
-    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    for t in out:
+        assert t.startswith("a street view of"), t
+        assert 1 <= len(t.split()) - 4 <= 4, t
+    with pytest.raises(ValueError, match="min_new_tokens 5 > max_new_tokens 3"):
+        BlipCaptioner(blip_dir, min_new_tokens=5, max_new_tokens=3)

@@ -156,3 +156,27 @@ def test_web_backend_messages_truth_and_activation(app, tmp_path):
     assert any("LLaVA model not found" in n for n in missing.notes)
     with pytest.raises(ModelLoadError, match="LLaVA model not found"):
         missing.new_session(app.data / row["image"])
+
+
+def test_web_session_keeps_only_a_downscaled_photo_and_uploads_are_pruned(app, tmp_path):
+    import os
+    import time
+
+    from llava_address.app.web_backend import WebBackend, prune_dir
+
+    uploads = tmp_path / "uploads"
+    old = uploads / "h1" / "old.png"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x" * 4000)
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    big = uploads / "h2" / "big.png"
+    big.parent.mkdir()
+    Image.new("RGB", (3000, 1200), "white").save(big)
+    be = WebBackend(app.llava, app.clip, None, k=2, max_new_tokens=2, max_side=300, upload_dir=uploads,
+                    max_upload_dir_bytes=big.stat().st_size + 100)
+    session = be.new_session(big)
+    assert session.image.size == (300, 120) and session.image_path == big
+    assert big.is_file() and not old.exists() and not old.parent.exists()  # oldest went, the current upload stays
+    assert len(session.candidates) == 2
+    assert prune_dir(uploads, 0, keep=big) == 0 and big.is_file()
+    assert prune_dir(uploads, 0) == 1 and not big.exists()

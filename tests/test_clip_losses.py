@@ -153,3 +153,58 @@ def test_two_ranks_gathered_loss_equals_single_process(tmp_path):
         sl = slice(3 * r, 3 * r + 3)
         for k in ("image_embeds", "address_embeds", "semantic_embeds"):
             torch.testing.assert_close(res["grad_" + k] / 2, out[k].grad[sl], atol=1e-6, rtol=1e-4)
+
+
+def _paper_geo_numpy(feats, east, north):
+    """The paper's L_geo transcribed literally: per-axis min-max UTM, L1, target 1 − D, MSE over B × B."""
+    import numpy as np
+
+    f = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    e = (east - east.min()) / (east.max() - east.min())
+    n = (north - north.min()) / (north.max() - north.min())
+    b = len(f)
+    total = 0.0
+    for i in range(b):
+        for j in range(b):
+            d = abs(e[i] - e[j]) + abs(n[i] - n[j])
+            total += (float(f[i] @ f[j]) - (1.0 - d)) ** 2
+    return total / (b * b)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paper_geo_loss_equals_numpy_transcription(seed):
+    import numpy as np
+
+    from data_gen.importers import utm_to_latlon
+
+    rng = np.random.default_rng(seed)
+    b = 7
+    east = 585_000 + rng.uniform(0, 3000, b)  # Pittsburgh, UTM 17N
+    north = 4_477_000 + rng.uniform(0, 3000, b)
+    ll = np.array([utm_to_latlon(e, n, 17) for e, n in zip(east, north)])
+    feats = rng.normal(size=(b, 16))
+    img = F.normalize(torch.tensor(feats, dtype=torch.float64), dim=-1).requires_grad_(True)
+    out = GeoLoss(form="paper")(img, torch.tensor(ll[:, 0]), torch.tensor(ll[:, 1]))["loss_geo"]
+    assert out.item() == pytest.approx(_paper_geo_numpy(feats, east, north), rel=1e-6)
+    out.backward()
+    assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
+
+
+def test_paper_geo_sign_pulls_neighbours_together():
+    # two images at one place and one far away: the loss is lower when the neighbours look alike.
+    lat, lon = torch.tensor([40.44, 40.44, 40.46]), torch.tensor([-79.99, -79.99, -79.95])
+    e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    geo = GeoLoss(form="paper")
+    alike = geo(torch.stack([e0, e0, -e0]), lat, lon)["loss_geo"]
+    apart = geo(torch.stack([e0, e1, -e0]), lat, lon)["loss_geo"]
+    assert alike.item() == pytest.approx(0.0, abs=1e-9) and apart.item() > 0.1
+
+
+def test_geo_form_config_is_checked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="geo_scale_m only applies"):
+        LossConfig(geo_form="paper", geo_scale_m=500.0)
+    with pytest.raises(ValidationError, match="geo_form"):
+        LossConfig(geo_form="haversine")
+    assert AddressCLIPLoss(LossConfig(geo_form="paper")).geo.form == "paper"

@@ -51,7 +51,10 @@ def test_trained_model_beats_chance_and_logs_every_part(model_dir, data_dir):
     info = json.loads((run / "run_info.json").read_text())
     assert info["num_processes"] == 1 and info["step"] == 16
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["SSA-5"] > 5 / 8 and metrics["SSA-1"] > 2 / 8  # chance: 5/8 and 1/8
+    # 24 val images, 8 sub-streets on 3 streets; chance: SSA-1 1/8, SA-1 1/3, SSA-5 5/8. Measured: 0.5 / 1.0 / 1.0.
+    # A random ranker reaches SSA-1 >= 9/24 with p < 0.005 and SSA-5 >= 22/24 with p < 1e-3.
+    assert metrics["n_images"] == 24
+    assert metrics["SSA-1"] >= 9 / 24 and metrics["SA-1"] >= 22 / 24 and metrics["SSA-5"] >= 22 / 24
 
 
 def test_locate_ranks_and_scores(model_dir, data_dir):
@@ -104,7 +107,8 @@ def test_eval_script_writes_metrics_and_pictures(model_dir, data_dir, tmp_path, 
     spec.loader.exec_module(mod)
     assert mod.main(["--model", str(model_dir), "--data", str(data_dir), "--split", "test", "--out", str(tmp_path)]) == 0
     m = json.loads((tmp_path / "eval_test.json").read_text())
-    assert m["n_images"] == 16 and 0 <= m["SSA-1"] <= m["SSA-5"] <= 1 and m["SA-1"] >= m["SSA-1"]
+    assert m["n_images"] == 16  # 16 test images; measured SSA-1 0.5, SA-1 1.0, SSA-5 1.0 (chance 1/8, 1/3, 5/8)
+    assert m["SSA-1"] >= 6 / 16 and m["SA-1"] >= 14 / 16 and m["SSA-5"] >= 14 / 16
     for f in ("eval_test.md", "eval_test_map.png", "eval_test_confusions.png"):
         assert (tmp_path / f).stat().st_size > 100
     assert "SSA-1" in capsys.readouterr().out
@@ -173,4 +177,6 @@ def test_diagnostics(model_dir, data_dir):
     assert cap["caption_seen_in_train"] == 1.0 and cap["caption_acc_street"] == 1.0
     assert 0 <= cap["caption_acc_sub_street"] < 1
     geo = geo_alignment(AddressLocator.from_pretrained(model_dir), data_dir, "test")
-    assert -1 <= geo["spearman_feat_vs_geo"] <= 1 and geo["feat_dist_near_pairs"] < geo["feat_dist_all_pairs"]
+    # trained features follow geography (measured 0.50 on 120 test pairs; unrelated features: 0 +- 0.09)
+    assert geo["spearman_feat_vs_geo"] > 0.3
+    assert geo["feat_dist_near_pairs"] < 0.25 * geo["feat_dist_all_pairs"]  # measured 0.010 vs 0.479

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,9 +77,11 @@ def test_labels_are_exactly_the_answers(processor):
 def test_collator_truncates_tail_only(processor):
     image = Image.new("RGB", (32, 32))
     full = LlavaCollator(processor)([{"image": image, "conversations": CONV}])
-    cut = LlavaCollator(processor, max_length=40)([{"image": image, "conversations": CONV}])
-    assert cut["input_ids"].shape[1] == 40
-    assert torch.equal(cut["input_ids"][0], full["input_ids"][0, :40])
+    n = int((full["labels"][0] != IGNORE_INDEX).nonzero()[0]) + 3  # three tokens of the first answer stay
+    cut = LlavaCollator(processor, max_length=n)([{"image": image, "conversations": CONV}])
+    assert cut["input_ids"].shape[1] == n
+    assert torch.equal(cut["input_ids"][0], full["input_ids"][0, :n])
+    assert torch.equal(cut["labels"][0], full["labels"][0, :n]) and (cut["labels"][0] != IGNORE_INDEX).sum() == 3
 
 
 def test_bad_conversations_are_rejected_with_reason():
@@ -104,3 +107,78 @@ def test_dataset_counts_skips(tmp_path):
         LlavaJsonDataset(data / "qa" / "bad.json", data, split="val")
     with pytest.raises(FileNotFoundError, match="LLaVA JSON not found"):
         LlavaJsonDataset(data / "nope.json", data)
+
+
+def test_dialogues_cut_before_their_first_answer_are_skipped_and_counted(processor, tmp_path):
+    from llava_address.llava.data import image_token_count, prompt_length
+
+    image = Image.new("RGB", (32, 32))
+    n_img = image_token_count(processor)
+    assert n_img == 4
+    full = LlavaCollator(processor)([{"image": image, "conversations": CONV}])
+    first_answer = int((full["labels"][0] != IGNORE_INDEX).nonzero()[0])
+    assert prompt_length(processor, CONV, n_img) == first_answer  # exact, not an estimate
+    # the collator: a row with no answer token left is dropped; a batch with none left is an error
+    collate = LlavaCollator(processor, max_length=first_answer + 1)
+    long_q = [{"from": "human", "value": "<image>\n" + "Where was this photo taken? " * 30}, CONV[1]]
+    batch = collate([{"image": image, "conversations": CONV}, {"image": image, "conversations": long_q}, None])
+    assert batch["input_ids"].shape[0] == 1 and collate.dropped == 1
+    assert batch["labels"][0, first_answer] != IGNORE_INDEX
+    with pytest.raises(ValueError, match=f"no answer token within max_length={first_answer + 1}"):
+        collate([{"image": image, "conversations": long_q}])
+    with pytest.raises(ValueError, match="failed to decode"):
+        collate([None])
+    # the dataset: skipped up front, counted; nothing left is an error, never a train_loss of 0.0
+    data = make_dataset(tmp_path / "d", per_sub=2)
+    recs = json.loads((data / "qa" / "qa.json").read_text())
+    recs[0]["conversations"] = long_q
+    (data / "qa" / "long.json").write_text(json.dumps(recs))
+    ds = LlavaJsonDataset(data / "qa" / "long.json", data, processor=processor, max_length=first_answer + 30)
+    assert len(ds) == 3 and ds.skipped == {"answer beyond max_length": 1}
+    with pytest.raises(ValueError, match="no usable records.*answer beyond max_length"):
+        LlavaJsonDataset(data / "qa" / "long.json", data, processor=processor, max_length=8)
+
+
+def test_corrupt_image_is_skipped_and_counted_not_a_crash(tmp_path):
+    data = make_dataset(tmp_path / "d", per_sub=2)
+    ds = LlavaJsonDataset(data / "qa" / "qa.json", data)
+    path = data / ds.records[1]["image"]
+    path.write_bytes(path.read_bytes()[:60])  # truncated PNG
+    assert ds[1] is None and ds[1] is None  # every epoch, counted once
+    assert ds.skipped == {"corrupt image": 1}
+    assert ds[0]["image"].mode == "RGB"
+
+
+def test_records_that_are_not_objects_are_counted_skips(tmp_path):
+    from llava_address.llava.data import dialogue_texts
+
+    data = make_dataset(tmp_path / "d", per_sub=2)
+    recs = json.loads((data / "qa" / "qa.json").read_text())
+    recs += [17, None, ["a", "list"], {"image": recs[0]["image"]}, {"image": 5, "conversations": CONV},
+             {"image": recs[0]["image"], "conversations": "hello"},
+             {"image": recs[0]["image"], "conversations": ["not a turn", 3]}]
+    (data / "qa" / "junk.json").write_text(json.dumps(recs))
+    ds = LlavaJsonDataset(data / "qa" / "junk.json", data)
+    assert len(ds) == 4 and ds.skipped == {"malformed record": 6, "bad conversation": 1}
+    texts = dialogue_texts(recs)  # the tokenizer corpus: junk left out, no AttributeError
+    assert len(texts) == 9 * 4  # 8 records + the one with a bad "image" but good turns
+    assert texts[1] == "This photo was taken on Main St between 1st Ave and 2nd Ave."
+
+
+def test_training_whose_answers_are_all_cut_stops_with_a_reason(tmp_path, capsys):
+    """Never a `train_loss 0.0` run that overwrites the export: stage 2 refuses before training."""
+    import importlib.util
+
+    from _fixtures_llava import make_clip_dir, tiny_overrides
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("train_llava_script", root / "scripts" / "train_llava.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    clip, data, out = make_clip_dir(tmp_path / "clip"), make_dataset(tmp_path / "data", per_sub=2), tmp_path / "run"
+    sets = tiny_overrides(clip, data, out) + ["data.max_length=32"]
+    rc = script.main(["--config", str(root / "configs/llava/llava_tiny.yaml"), "--stage", "2"]
+                     + [a for s in sets for a in ("--set", s)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no usable records" in err and "'answer beyond max_length': 4" in err
+    assert not (out / "export").exists() and not (out / "stage2" / "run.json").exists()

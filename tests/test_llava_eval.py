@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from _fixtures_llava import SUBS, make_clip_dir, make_dataset
-from data_gen.contract import read_addresses
+from data_gen.contract import read_addresses, read_manifest
 from llava_address.llava.build import build_llava
 from llava_address.llava.evaluate import evaluate_generative, score_answers
 from llava_address.llava.tokenizer import train_tokenizer
@@ -48,7 +48,47 @@ def test_evaluate_generative_on_an_export(tmp_path):
                             "--out", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["n_images"] == 4 and len(saved["answers"]) == 4 and saved["split"] == "test"
-    assert 0 <= saved["SSA-1"] <= saved["SA-1"] <= 1
+    # the file's numbers are the scoring of its own answers
+    test = read_manifest(data, "test").set_index("image")
+    rows = saved["answers"]
+    rescored, parsed = score_answers([r["answer"] for r in rows], [r["truth"] for r in rows],
+                                     [test.loc[r["image"], "lat"] for r in rows],
+                                     [test.loc[r["image"], "lon"] for r in rows], read_addresses(data))
+    assert [r["parsed"] for r in rows] == parsed
+    for key in ("SSA-1", "SA-1", "parsed_rate"):
+        assert saved[key] == pytest.approx(rescored[key])
     direct = evaluate_generative(tmp_path / "export", data, max_new_tokens=6, max_samples=2)
     assert direct["n_images"] == 2
     assert eval_llava.main(["--export", str(tmp_path / "nope"), "--data", str(data)]) == 2
+
+
+@pytest.mark.parametrize("kind", ["oracle", "mute"])
+def test_an_oracle_scores_100_and_a_mute_model_0(tmp_path, monkeypatch, kind):
+    """Through the public evaluate_generative: answers must reach the right images' labels."""
+    from llava_address.llava.generate import LlavaAddressAssistant
+
+    data = make_dataset(tmp_path / "d", per_sub=3)
+    truth_of = {str(data / r.image): r.sub_street for r in read_manifest(data).itertuples()}
+
+    class Stub:
+        def answer_batch(self, images, questions, max_new_tokens=64):
+            assert questions == ["Where was this photo taken?"] * len(images)
+            if kind == "mute":
+                return [""] * len(images)
+            return [f"This photo was taken on {truth_of[str(p)]}." for p in images]
+
+    monkeypatch.setattr(LlavaAddressAssistant, "from_pretrained", classmethod(lambda cls, d, **kw: Stub()))
+    out = tmp_path / "eval.json"
+    m = evaluate_generative(tmp_path / "export", data, batch_size=3, out_json=out)
+    assert m["n_images"] == 4  # one test image per sub-street
+    expected = 1.0 if kind == "oracle" else 0.0
+    assert m["SSA-1"] == expected and m["SA-1"] == expected and m["parsed_rate"] == expected
+    if kind == "oracle":
+        # each test image lies 0.002 deg of longitude (at 60 N: ~111 m) from its sub-street's midpoint
+        assert m["mean_error_m"] == pytest.approx(111.3, abs=1.0)
+        assert m["median_error_m"] == pytest.approx(111.3, abs=1.0)
+    else:
+        assert math.isnan(m["mean_error_m"])
+    saved = json.loads(out.read_text())
+    assert [a["parsed"] for a in saved["answers"]] == ([a["truth"] for a in saved["answers"]] if kind == "oracle"
+                                                       else [None] * 4)

@@ -11,19 +11,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from data_gen.contract import AddressVocabulary
+from llava_address.common.geo import EARTH_RADIUS_M, haversine_m
 
 __all__ = ["EARTH_RADIUS_M", "haversine_m", "NearbyIndex"]
-
-EARTH_RADIUS_M = 6_371_008.8
-
-
-def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """Great-circle distance in metres (broadcasts over numpy arrays)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-
 
 def _unit_xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     la, lo = np.radians(lat), np.radians(lon)

@@ -96,12 +96,29 @@ class _Demo:
 
         split = self.cfg.clip_eval.split
         out = self.out / "clip_eval"
+        cal = self._calibrate(out, split)
         metrics = evaluate(self.clip_model, self.data, split=split, out_dir=out, plots=self.cfg.clip_eval.plots)
         print("\n" + metrics_markdown(metrics, f"AddressCLIP / {split}"), flush=True)
+        metrics.update(cal)
         arts = {"clip_eval": str(out / f"eval_{split}.json")}
         if (out / f"eval_{split}_map.png").is_file():
             arts["clip_eval_map"] = str(out / f"eval_{split}_map.png")
         return StageOutput({k: float(v) for k, v in metrics.items()}, arts)
+
+    def _calibrate(self, out: Path, split: str) -> dict[str, float]:
+        """Calibrated answers (issue 15) when the dataset has a val split: the summary's calibration numbers."""
+        from data_gen.contract import read_manifest
+        from llava_address.clip.answers import calibrate_checkpoint, calibration_markdown
+        from llava_address.clip.calibration import load_calibration
+
+        if split == "val" or read_manifest(self.data, "val").empty:
+            log.warning("no separate val split: AddressCLIP stays uncalibrated")
+            return {}
+        cal = calibrate_checkpoint(self.clip_model, self.data, out, split, plots=self.cfg.clip_eval.plots)
+        print("\n" + calibration_markdown(cal, load_calibration(self.clip_model), split), flush=True)
+        keep = ("temperature", "ECE_before", "ECE_after", "level_threshold", "level_aware_accuracy", "answered",
+                "district_accuracy", "midpoint_median_error_m", "knn_median_error_m")
+        return {k: cal[k] for k in keep if k in cal}
 
     # ---- QA ---------------------------------------------------------------------------------
     def qa_stage(self, resume: bool) -> StageOutput:

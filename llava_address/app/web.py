@@ -7,6 +7,7 @@ maps drawn by matplotlib from the dataset's own network.geojson. Behaviour lives
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
@@ -16,11 +17,14 @@ from typing import Any, Iterator  # noqa: E402
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from llava_address.app.chat_session import DEFAULT_QUESTION, ChatSession, ImageInputError, ModelLoadError  # noqa: E402
+from llava_address.app.chat_session import (DEFAULT_QUESTION, MAX_QUESTION_CHARS, ChatSession,  # noqa: E402
+                                            ImageInputError, ModelLoadError, QuestionError, check_question,
+                                            format_answer)
 from llava_address.app.web_backend import WebBackend  # noqa: E402
 
 __all__ = ["build_app", "launch"]
 
+log = logging.getLogger(__name__)
 CAND_COLUMNS = ["rank", "address", "score"]
 EMPTY_CANDS = pd.DataFrame(columns=CAND_COLUMNS)
 
@@ -33,7 +37,14 @@ def _error(msg: str) -> str:
     return f"**⚠ {msg}**"
 
 
-def build_app(backend: WebBackend) -> gr.Blocks:
+SESSION_TTL_S = 3600
+"""A chat session (downscaled photo + history) is dropped an hour after its last use."""
+CACHE_CLEANUP = (600, 3600)
+"""Gradio deletes its copies of uploads and shown images every 10 min once they are an hour old."""
+
+
+def build_app(backend: WebBackend, session_ttl_s: float = SESSION_TTL_S,
+              delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
     """The page for ``backend``'s models and dataset."""
 
     def analyse(path: str | None, question: str, progress=gr.Progress()) -> Iterator[tuple]:
@@ -41,11 +52,11 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         if not path:
             yield "Upload a street photo or pick an example.", None, "", EMPTY_CANDS, None, [], None
             return
-        question = (question or "").strip() or DEFAULT_QUESTION
         try:
+            question = check_question((question or "").strip() or DEFAULT_QUESTION)
             progress(0.1, desc="loading models and ranking candidate addresses")
             session = backend.new_session(path)
-        except (ImageInputError, ModelLoadError) as exc:
+        except (ImageInputError, ModelLoadError, QuestionError) as exc:
             yield _error(str(exc)), None, "", EMPTY_CANDS, None, [], None
             return
         truth = backend.truth_of(path)
@@ -63,6 +74,8 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         chat[-1]["content"] = answer
         progress(0.9, desc="drawing the map")
         status = f"Done. True address (dataset label): **{truth.sub_street}**" if truth else "Done."
+        if session.clip_answer:
+            status += f"  \nAddressCLIP, {format_answer(session.clip_answer)}"
         the_map = backend.render_map(session.predicted_address(), truth)
         yield status, gr.skip(), answer, gr.skip(), the_map, chat, session
 
@@ -75,6 +88,11 @@ def build_app(backend: WebBackend) -> gr.Blocks:
             return
         if session is None:
             yield chat, message, _error("analyse a photo first, then ask follow-up questions")
+            return
+        try:
+            message = check_question(message, session.max_question_chars)
+        except QuestionError as exc:
+            yield chat, message, _error(str(exc))
             return
         chat += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         text = ""
@@ -94,17 +112,18 @@ def build_app(backend: WebBackend) -> gr.Blocks:
         return img, top, f"Test photos coloured by similarity to **{query.strip()}**."
 
     notes = "\n".join(f"- {n}" for n in backend.notes)
-    with gr.Blocks(title="llava-address", analytics_enabled=False) as demo:
+    with gr.Blocks(title="llava-address", analytics_enabled=False, delete_cache=delete_cache) as demo:
         gr.Markdown("# llava-address\nFrom one street photo to a street address: a LLaVA answer, "
                     "AddressCLIP's nearby candidate addresses and the map.")
         if notes:
             gr.Markdown(notes, elem_id="notes")
-        session_state = gr.State(None)
+        session_state = gr.State(None, time_to_live=session_ttl_s)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label=f"Street photo (JPEG/PNG, ≤ {backend.max_image_bytes / 2**20:.3g} MB)",
                                  type="filepath", elem_id="upload")
-                question = gr.Textbox(value=DEFAULT_QUESTION, label="Question", elem_id="question")
+                question = gr.Textbox(value=DEFAULT_QUESTION, label="Question", elem_id="question",
+                                      max_length=MAX_QUESTION_CHARS)
                 locate = gr.Button("Locate", variant="primary", elem_id="locate")
                 if backend.examples:
                     gr.Examples(examples=[[p] for p in backend.examples], inputs=[upload], label="Test photos")
@@ -137,11 +156,39 @@ def build_app(backend: WebBackend) -> gr.Blocks:
     return demo
 
 
+def return_freed_memory_to_os(threshold: int = 1 << 20) -> bool:
+    """glibc: serve allocations >= ``threshold`` bytes by mmap, so freeing them returns the memory.
+
+    Why: a 12000² PNG decodes to ~400 MB in 16 MB Pillow blocks. glibc raises its mmap threshold
+    after the first such block is freed, so later ones come from per-thread heaps that are never
+    given back: each upload then left ~600 MB resident. A fixed threshold (which also turns the
+    dynamic adjustment off) keeps the server within a few MB of its idle figure
+    (``benchmarks/web_memory.py``). Returns False where glibc's ``mallopt`` is not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3  # from <malloc.h>
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(m_mmap_threshold, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def launch(backend: WebBackend, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
-    """Serve the page locally (never a share link); ``block=False`` returns once it is up (tests)."""
+    """Serve the page locally (never a share link); ``block=False`` returns once it is up (tests).
+
+    Gradio itself refuses uploads over twice ``backend.max_image_bytes`` + 1 MB (``max_file_size``)
+    before they reach the disk; between that and the limit, the page says why in its status line
+    (Gradio's own refusal is a bare "Error" toast).
+    """
+    if not return_freed_memory_to_os():
+        log.warning("mallopt unavailable (not glibc): memory freed after large uploads may stay resident")
     demo = build_app(backend)
     allowed = [str(p) for p in (backend.data_dir,) if p is not None]
     demo.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-        allowed_paths=allowed, prevent_thread_lock=not block, quiet=not block, footer_links=[])
+        allowed_paths=allowed, prevent_thread_lock=not block, quiet=not block, footer_links=[],
+        max_file_size=2 * backend.max_image_bytes + 2**20)
     return demo

@@ -18,11 +18,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from llava_address.app.chat_session import (MAX_IMAGE_BYTES, Assistant, ChatSession, Locator, load_assistant,
-                                            load_image, load_locator)
+from llava_address.app.chat_session import (MAX_IMAGE_BYTES, SESSION_MAX_SIDE, Assistant, ChatSession, Locator,
+                                            load_assistant, load_image, load_locator)
 from llava_address.app.map_view import NetworkMap, load_network_map
 
-__all__ = ["Truth", "WebBackend"]
+__all__ = ["Truth", "WebBackend", "prune_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,61 @@ def _sha1(path: str | Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+def prune_dir(root: str | Path, max_bytes: int, keep: str | Path | None = None) -> int:
+    """Delete the oldest files under ``root`` until it holds at most ``max_bytes``; returns how many went.
+
+    Why: Gradio copies every upload (and every image it shows) into its temp folder and keeps them
+    until the server stops, so a long-running page fills the disk. ``keep`` (the upload being
+    analysed) is never deleted; empty sub-folders are removed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    files = []
+    for f in root.rglob("*"):
+        try:
+            if f.is_file():
+                st = f.stat()
+                files.append((st.st_mtime, st.st_size, f))
+        except OSError:  # deleted meanwhile by Gradio's own clean-up
+            continue
+    total, removed = sum(size for _, size, _ in files), 0
+    keep_path = Path(keep).resolve() if keep else None
+    for _, size, f in sorted(files):
+        if total <= max_bytes:
+            break
+        if keep_path is not None and f.resolve() == keep_path:
+            continue
+        try:
+            f.unlink()
+        except OSError:
+            continue
+        total, removed = total - size, removed + 1
+        try:
+            f.parent.rmdir() if f.parent != root else None
+        except OSError:  # not empty
+            pass
+    if removed:
+        log.info("upload folder %s: deleted %d old files (now %.1f MB)", root, removed, total / 2**20)
+    return removed
+
+
 class WebBackend:
     """Models + dataset for the web app; every public method raises only clear, user-facing errors."""
 
     def __init__(self, model_dir: str | Path, clip_dir: str | Path, data_dir: str | Path | None = None,
                  k: int = 5, max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES,
-                 n_examples: int = 6, max_activation_images: int = 400):
+                 n_examples: int = 6, max_activation_images: int = 400, device: Any = None,
+                 dtype: Any = None, clip_dtype: Any = None, max_side: int = SESSION_MAX_SIDE,
+                 upload_dir: str | Path | None = None, max_upload_dir_bytes: int = 200 * 2**20):
         self.model_dir, self.clip_dir = Path(model_dir), Path(clip_dir)
+        self.max_side = max_side  # sessions keep only a downscaled copy of the photo (no full-size pixels)
+        self.upload_dir = Path(upload_dir) if upload_dir else None
+        self.max_upload_dir_bytes = max_upload_dir_bytes
         self.data_dir = Path(data_dir) if data_dir else None
         self.k, self.max_new_tokens, self.max_image_bytes = k, max_new_tokens, max_image_bytes
         self.max_activation_images = max_activation_images
+        self.device, self.dtype, self.clip_dtype = device, dtype, clip_dtype  # None: CPU float32
         self._lock = threading.Lock()
         self._assistant: Assistant | None = None
         self._locator: Locator | None = None
@@ -109,18 +154,25 @@ class WebBackend:
         """Load both models once (thread-safe); ModelLoadError names the missing one."""
         with self._lock:
             if self._locator is None:
-                self._locator = load_locator(self.clip_dir)
+                self._locator = load_locator(self.clip_dir, self.device, self.clip_dtype)
             if self._assistant is None:
-                self._assistant = load_assistant(self.model_dir)
+                self._assistant = load_assistant(self.model_dir, self.device, self.dtype)
             return self._assistant, self._locator
 
     def new_session(self, path: str | Path) -> ChatSession:
-        """A chat session on the photo at ``path`` (its candidates computed); raises Image/ModelLoadError."""
-        load_image(path, self.max_image_bytes)  # file problems first: they are the user's to fix
+        """A chat session on the photo at ``path`` (its candidates computed); raises Image/ModelLoadError.
+
+        The session holds a copy no larger than ``max_side`` (decoded once); afterwards the upload
+        folder is pruned to its byte budget.
+        """
+        image = load_image(path, self.max_image_bytes, self.max_side)  # the user's file problems first
         assistant, locator = self.models()
         session = ChatSession(assistant, locator, k=self.k, max_new_tokens=self.max_new_tokens,
-                              max_image_bytes=self.max_image_bytes)
-        session.set_image(path)
+                              max_image_bytes=self.max_image_bytes, max_side=self.max_side)
+        session.set_image(image)
+        session.image_path = Path(path)
+        if self.upload_dir is not None:
+            prune_dir(self.upload_dir, self.max_upload_dir_bytes, keep=path)
         return session
 
     # ---- maps ------------------------------------------------------------------------------

@@ -43,10 +43,11 @@ def query_similarity(locator: AddressLocator, data_dir: str | Path, query: str, 
 
 
 def activation_map(model_dir: str | Path, data_dir: str | Path, query: str, out: str | Path,
-                   split: str = "test") -> pd.DataFrame:
+                   split: str = "test", device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> pd.DataFrame:
     """Draw the similarity of each ``split`` image to ``query`` on the street map; returns the values."""
     from llava_address.clip.plots import plot_activation
 
-    df = query_similarity(AddressLocator.from_pretrained(model_dir), data_dir, query, split)
+    df = query_similarity(AddressLocator.from_pretrained(model_dir, device=device, dtype=dtype), data_dir, query, split)
     plot_activation(df["lat"], df["lon"], df["similarity"], data_dir, query, out)
     return df

@@ -73,12 +73,19 @@ class LossConfig(StrictModel):
     use_semantic: bool = True
     use_geo: bool = True
     prompt_address: bool = Field(False, description="wrap address texts in model.prompt while training")
-    geo_scale_m: float | None = Field(None, gt=0, description="None: per-batch min-max; else d/scale clipped to 1")
+    geo_scale_m: float | None = Field(None, gt=0, description="None: per-batch min-max; else d/scale clipped to 1 "
+                                      "(distance form only)")
+    geo_form: Literal["distance", "paper"] = Field(
+        "distance", description="distance: MSE(1 − cos, haversine min-max), diagonal excluded; paper: MSE(cos, "
+        "1 − per-axis min-max UTM L1), diagonal included (losses.GeoLoss documents both)")
 
     @model_validator(mode="after")
     def _check(self) -> "LossConfig":
         if not (self.use_address or self.use_semantic or self.use_geo):
             raise ValueError("all loss terms are switched off")
+        if self.geo_form == "paper" and self.geo_scale_m is not None:
+            raise ValueError("loss.geo_scale_m only applies to loss.geo_form=distance (the paper form min-max "
+                             "normalises UTM axes per batch)")
         return self
 
 
@@ -93,11 +100,19 @@ class DataConfig(StrictModel):
 class TrainConfig(StrictModel):
     seed: int = 0
     batch_size: int = Field(64, ge=2, description="per process")
+    global_batch_size: int | None = Field(
+        None, ge=2, description="if set: per-process batch = this / (processes × grad_accum) (paper: 32 × 8 = 256)")
     grad_accum: int = Field(1, ge=1)
+    optimizer: Literal["adamw", "adam"] = Field("adamw", description="adam: the paper's (L2 if weight_decay > 0)")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="Adam(W) betas (paper: 0.9, 0.98)")
+    eps: float = Field(1e-6, gt=0)
     lr: float = Field(5e-4, gt=0)
+    min_lr: float = Field(0.0, ge=0, description="cosine floor reached at the last step (paper: 2.4e-8)")
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(20, ge=0)
-    max_steps: int = Field(300, ge=1, description="optimizer steps")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="if set: warmup = this × total steps")
+    max_steps: int = Field(300, ge=1, description="optimizer steps (replaced by `epochs` when that is set)")
+    epochs: float | None = Field(None, gt=0, description="run length in passes over the train split (paper: 100)")
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = Field("auto", description="auto: bf16 on GPU, no on CPU")
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(100, ge=0, description="0: only at the end")
@@ -106,10 +121,20 @@ class TrainConfig(StrictModel):
     output_dir: str = "outputs/clip"
 
 
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.min_lr >= self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) must be below train.lr ({self.lr})")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"train.betas must lie in [0, 1), got {self.betas}")
+        return self
+
+
 class EvalConfig(StrictModel):
     split: Literal["train", "val", "test"] = "val"
     batch_size: int = Field(128, ge=1)
-    max_images: int | None = Field(None, ge=1, description="cap for periodic eval speed")
+    max_images: int | None = Field(None, ge=1,
+                                   description="evenly spaced subset of N images (periodic and final eval)")
 
 
 class AddressCLIPConfig(StrictModel):

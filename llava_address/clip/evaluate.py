@@ -22,7 +22,7 @@ from llava_address.clip.metrics import address_metrics
 from llava_address.common.images import load_image
 from llava_address.common.io import atomic_write_json, atomic_write_text
 
-__all__ = ["evaluate_locator", "evaluate", "metrics_markdown", "METRIC_KEYS"]
+__all__ = ["embed_split", "evaluate_locator", "evaluate", "metrics_markdown", "METRIC_KEYS"]
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("SSA-1", "SSA-5", "SA-1", "SA-5", "mean_error_m", "median_error_m")
@@ -35,18 +35,16 @@ def _subset(df: pd.DataFrame, max_images: int | None) -> pd.DataFrame:
 
 
 @torch.inference_mode()
-def evaluate_locator(locator: AddressLocator, data_dir: str | Path, split: str = "test",
-                     max_images: int | None = None, progress: bool = True) -> tuple[dict[str, float], pd.DataFrame]:
-    """Rank the dataset's sub-street vocabulary for every image of ``split``; undecodable images are skipped."""
+def embed_split(locator: AddressLocator, data_dir: str | Path, split: str, max_images: int | None = None,
+                progress: bool = True) -> tuple[pd.DataFrame, torch.Tensor, int]:
+    """(manifest rows kept, (N, D) image features, undecodable images skipped) for one split."""
     data_dir = Path(data_dir)
-    vocab = read_addresses(data_dir)
     df = _subset(read_manifest(data_dir, split), max_images)
     if df.empty:
         raise ValueError(f"{data_dir}: split {split!r} has no images")
-    cands = list(vocab.sub_street)
     feats, keep, skipped = [], [], 0
     bs = locator.batch_size
-    for start in tqdm(range(0, len(df), bs), desc=f"eval {split}", disable=not progress, leave=False):
+    for start in tqdm(range(0, len(df), bs), desc=f"embed {split}", disable=not progress, leave=False):
         imgs = []
         for i in range(start, min(start + bs, len(df))):
             try:
@@ -57,8 +55,20 @@ def evaluate_locator(locator: AddressLocator, data_dir: str | Path, split: str =
                 log.warning("eval: skipping (%d so far): %s", skipped, exc)
         if imgs:
             feats.append(locator.encode_images(imgs))
-    df = df.iloc[keep].reset_index(drop=True)
-    probs = locator.scores(torch.cat(feats), cands)
+    if not feats:
+        raise ValueError(f"{data_dir}: no readable image in split {split!r}")
+    return df.iloc[keep].reset_index(drop=True), torch.cat(feats), skipped
+
+
+@torch.inference_mode()
+def evaluate_locator(locator: AddressLocator, data_dir: str | Path, split: str = "test",
+                     max_images: int | None = None, progress: bool = True) -> tuple[dict[str, float], pd.DataFrame]:
+    """Rank the dataset's sub-street vocabulary for every image of ``split``; undecodable images are skipped."""
+    data_dir = Path(data_dir)
+    vocab = read_addresses(data_dir)
+    cands = list(vocab.sub_street)
+    df, feats, skipped = embed_split(locator, data_dir, split, max_images, progress)
+    probs = locator.scores(feats, cands)
     ranked = torch.argsort(probs, dim=-1, descending=True).numpy()
     street_of = {s: vocab.street_of(s) for s in cands}
     mid = {s: vocab.midpoint(s) for s in cands}
@@ -77,10 +87,11 @@ def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
 
 
 def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
-             plots: bool = True) -> dict[str, float]:
+             plots: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             max_images: int | None = None) -> dict[str, float]:
     """Evaluate a saved checkpoint; writes JSON + markdown (+ PNGs) into ``out_dir`` (default: model_dir)."""
-    locator = AddressLocator.from_pretrained(model_dir)
-    metrics, preds = evaluate_locator(locator, data_dir, split)
+    locator = AddressLocator.from_pretrained(model_dir, device=device, dtype=dtype)
+    metrics, preds = evaluate_locator(locator, data_dir, split, max_images)
     out = Path(out_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"eval_{split}.json", metrics)

@@ -1,8 +1,11 @@
 """Inference: rank candidate addresses for images with a trained AddressCLIP.
 
-Scores are softmax probabilities over the candidate list of ``logit_scale · cos(image, text)``
-(the model's own learnt temperature), so they sum to 1 over the candidates given and compare
-across images. Candidate text embeddings are cached in memory keyed by a hash of the list (and
+Scores are softmax probabilities over the candidate list of ``logit_scale · cos(image, text) / T``:
+the model's own learnt scale, divided by the temperature T fitted on val when the checkpoint has a
+``calibration.json`` (``calibration.py``; T = 1 otherwise), so they sum to 1 over the candidates
+given, compare across images and, calibrated, say how often the top answer is right.
+``answer()`` adds the coarse-to-fine address and a lat/lon with radius (``answers.py``).
+Candidate text embeddings are cached in memory keyed by a hash of the list (and
 on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too);
 top-k is ``torch.topk`` over one matmul, which stays cheap at 100k candidates.
 """
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llava_address.clip.calibration import load_calibration
 from llava_address.clip.checkpoint import CANDIDATES_FILE
 from llava_address.clip.model import AddressCLIP
 from llava_address.common.images import load_image
@@ -59,18 +63,27 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
 class AddressLocator:
     """``locate(images, candidates=None, k=5)`` -> per image [(address, probability), ...] best first."""
 
+    temperature: float = 1.0   # from calibration.json when the checkpoint has one
+
     def __init__(self, model: AddressCLIP, candidates: dict | None = None, model_dir: Path | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 64):
-        self.model = model.eval().to(device)
+                 device: str | torch.device = "cpu", batch_size: int = 64, calibration: dict | None = None):
+        self.model = model.eval().to(device) if hasattr(model, "to") else model
         self.device, self.batch_size = torch.device(device), batch_size
+        # pixels follow the weights (bf16 on GPU); the ONNX encoder takes float32
+        self._dtype = next(self.model.parameters()).dtype if hasattr(self.model, "parameters") else torch.float32
         self.info = candidates or {}
         self.prompt: str | None = self.info.get("prompt")
         self.model_dir = model_dir
         self._cache: dict[str, torch.Tensor] = {}
+        self.calibration = calibration or {}
+        self.temperature = float(self.calibration.get("temperature", 1.0))
+        self._gallery = None
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, device: str = "cpu", **kw) -> "AddressLocator":
+    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, calibrated: bool = True, **kw) -> "AddressLocator":
+        """Load a checkpoint; ``calibrated=False`` ignores its calibration.json (raw model scores)."""
         d = Path(model_dir)
         if not d.is_dir():
             raise FileNotFoundError(f"AddressCLIP checkpoint folder not found: {d}")
@@ -85,7 +98,23 @@ class AddressLocator:
             from llava_address.clip.model import load_pretrained_dir
 
             model = load_pretrained_dir(str(d))
-        return cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, device=device, **kw)
+        return cls(model.to(dtype), read_json(d / CANDIDATES_FILE), model_dir=d, device=device,
+                   calibration=load_calibration(d) if calibrated else None, **kw)
+
+    @classmethod
+    def from_onnx(cls, model_dir: str | Path, threads: int | None = None, **kw) -> "AddressLocator":
+        """The checkpoint's ONNX export (``onnx_export.py``): image encoder on onnxruntime and the saved
+        candidate embeddings; no text encoder, so only the checkpoint's own candidates can be ranked."""
+        from llava_address.clip.onnx_export import ONNX_DIR, OnnxAddressCLIP
+
+        d = Path(model_dir)
+        model = OnnxAddressCLIP(d / ONNX_DIR, threads=threads)
+        loc = cls(model, read_json(d / CANDIDATES_FILE), model_dir=d, calibration=load_calibration(d), **kw)
+        cands = loc.default_candidates
+        if len(model.candidate_embeddings) != len(cands) or model.meta.get("prompt") != loc.prompt:
+            raise ValueError(f"{d / ONNX_DIR} was exported for other candidates: export it again")
+        loc._cache[loc._key(cands)] = model.candidate_embeddings
+        return loc
 
     @property
     def default_candidates(self) -> list[str]:
@@ -100,7 +129,8 @@ class AddressLocator:
         out = []
         for i in range(0, len(images), self.batch_size):
             pil = [_load_image(x) for x in images[i:i + self.batch_size]]
-            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"].to(self.device)
+            px = self.model.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+            px = px.to(self.device, self._dtype)
             out.append(self.model.encode_image(px).float().cpu())
         if not out:
             raise ValueError("no images given")
@@ -116,8 +146,11 @@ class AddressLocator:
             out.append(self.model.encode_text(**tok).float().cpu())
         return torch.cat(out)
 
+    def _key(self, candidates: Sequence[str]) -> str:
+        return hashlib.sha1(("\x1f".join(candidates) + f"\x1e{self.prompt}").encode("utf-8")).hexdigest()
+
     def candidate_embeddings(self, candidates: Sequence[str]) -> torch.Tensor:
-        key = hashlib.sha1(("\x1f".join(candidates) + f"\x1e{self.prompt}").encode("utf-8")).hexdigest()
+        key = self._key(candidates)
         if key in self._cache:
             return self._cache[key]
         disk = self._disk_path(key)
@@ -148,11 +181,15 @@ class AddressLocator:
         return self.model_dir / "candidate_cache" / f"{wkey}.npy"
 
     # ---- ranking ---------------------------------------------------------------------------
+    @property
+    def scale(self) -> float:
+        """The logit multiplier: the model's learnt scale over the calibrated temperature."""
+        return float(self.model.logit_scale().detach()) / self.temperature
+
     def scores(self, image_embeds: torch.Tensor, candidates: Sequence[str]) -> torch.Tensor:
         """(N, C) softmax probabilities over ``candidates``."""
         text = self.candidate_embeddings(candidates)
-        scale = float(self.model.logit_scale().detach())
-        return torch.softmax(scale * image_embeds @ text.t(), dim=-1)
+        return torch.softmax(self.scale * image_embeds @ text.t(), dim=-1)
 
     def locate(self, images: Sequence[ImageInput], candidates: Sequence[str] | None = None,
                k: int = 5) -> list[list[tuple[str, float]]]:
@@ -167,6 +204,24 @@ class AddressLocator:
     def top_k(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k softmax probabilities and indices without materialising the full softmax:
         p = exp(logit - logsumexp(logits)); one matmul + topk + logsumexp."""
-        logits = float(self.model.logit_scale().detach()) * (image_embeds @ text_embeds.t())
+        logits = self.scale * (image_embeds @ text_embeds.t())
         top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
         return torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True)), top.indices
+
+    # ---- actionable answers ------------------------------------------------------------------
+    @property
+    def gallery(self):
+        """Training-image embeddings kept beside the checkpoint (None: coordinates from midpoints)."""
+        if self._gallery is None and self.model_dir is not None and self.info.get("sub_street"):
+            from llava_address.clip.coordinates import Gallery
+
+            self._gallery = Gallery.load(self.model_dir, self.default_candidates) or False
+        return self._gallery or None
+
+    def answer(self, images: Sequence[ImageInput], k: int = 5) -> list[dict]:
+        """Per image: address at each level, the level answered at and its confidence, lat/lon + radius, top-k."""
+        from llava_address.clip.answers import build_answers
+
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        return build_answers(self, self.encode_images(list(images)), k=k)

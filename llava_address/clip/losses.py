@@ -25,12 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from llava_address.clip.config import LossConfig
+from llava_address.common.geo import haversine_m
 
 __all__ = ["gather_with_grad", "gather_no_grad", "multi_positive_infonce", "pairwise_haversine_m",
-           "AddressLoss", "SemanticLoss", "GeoLoss", "AddressCLIPLoss"]
-
-EARTH_RADIUS_M = 6_371_008.8
-
+           "latlon_to_utm", "paper_geo_target", "AddressLoss", "SemanticLoss", "GeoLoss", "AddressCLIPLoss"]
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -65,12 +63,9 @@ def multi_positive_infonce(image: torch.Tensor, text: torch.Tensor, ids: torch.T
 
 
 def pairwise_haversine_m(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
-    """(B, B) great-circle distances in metres (float64 for sub-metre precision)."""
-    lat, lon = torch.deg2rad(lat.double()), torch.deg2rad(lon.double())
-    dlat = lat[:, None] - lat[None, :]
-    dlon = lon[:, None] - lon[None, :]
-    a = torch.sin(dlat / 2) ** 2 + torch.cos(lat[:, None]) * torch.cos(lat[None, :]) * torch.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_M * torch.asin(torch.sqrt(a.clamp(0, 1)))
+    """(B, B) great-circle distances in metres (float64), via the project's one haversine helper."""
+    la, lo = lat.detach().double().cpu().numpy(), lon.detach().double().cpu().numpy()
+    return torch.from_numpy(haversine_m(la[:, None], lo[:, None], la[None, :], lo[None, :])).to(lat.device)
 
 
 class AddressLoss(nn.Module):
@@ -91,27 +86,85 @@ class SemanticLoss(nn.Module):
         return {"loss_semantic": multi_positive_infonce(img, txt, ids, logit_scale)}
 
 
-class GeoLoss(nn.Module):
-    """L_geo: MSE between pairwise image-feature DISTANCE and normalised geographic distance.
+def latlon_to_utm(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
+    """(B, 2) UTM easting/northing in metres (float64), in the zone of the batch's mean longitude.
 
-    Sign choice: the paper writes the loss as fitting image-feature similarity to geographic
-    distance, which taken literally would make far-apart images look alike. The intent (nearby
-    places look alike) needs a distance on both sides, so we regress 1 − cos(img_i, img_j) ∈ [0, 2]
-    onto d_ij ∈ [0, 1]: d_ij is the haversine distance min-max normalised over the batch's
-    off-diagonal pairs, or d/scale clipped at 1 when ``scale_m`` is set. The diagonal is excluded.
+    One zone for the whole batch: a city (Pittsburgh: 17N, San Francisco: 10N) lies in one zone,
+    and pairwise distances must not jump at a zone edge.
+    """
+    import numpy as np
+
+    la, lo = lat.detach().double().cpu().numpy(), lon.detach().double().cpu().numpy()
+    zone = int((np.floor((lo.mean() + 180.0) / 6.0) % 60) + 1)
+    t = _utm_transformer(zone, bool(la.mean() >= 0))
+    e, n = t.transform(lo, la)
+    return torch.as_tensor(np.stack([e, n], axis=1), dtype=torch.float64, device=lat.device)
+
+
+_UTM: dict[tuple[int, bool], object] = {}
+
+
+def _utm_transformer(zone: int, north: bool):
+    import pyproj
+
+    key = (zone, north)
+    if key not in _UTM:
+        crs = pyproj.CRS.from_dict({"proj": "utm", "zone": zone, "south": not north})
+        _UTM[key] = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    return _UTM[key]
+
+
+def paper_geo_target(utm: torch.Tensor) -> torch.Tensor:
+    """(B, B) target similarity 1 − D of the paper form (see GeoLoss); ``utm`` is (B, 2) metres.
+
+    Each axis is min-max normalised over the batch to [0, 1] (an axis with no spread maps to 0),
+    D_ij = |e'_i − e'_j| + |n'_i − n'_j| ∈ [0, 2] (L1), so 1 − D ∈ [−1, 1], the range of a cosine.
+    """
+    lo, hi = utm.min(dim=0).values, utm.max(dim=0).values
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    u = (utm - lo) / span
+    d = (u[:, None, :] - u[None, :, :]).abs().sum(dim=-1)
+    return 1.0 - d
+
+
+class GeoLoss(nn.Module):
+    """L_geo, two forms (``LossConfig.geo_form``).
+
+    ``distance`` (project default): MSE between pairwise image-feature DISTANCE and normalised
+    geographic distance. The paper writes the loss as fitting image-feature similarity to
+    geographic distance, which taken literally would make far-apart images look alike. The intent
+    (nearby places look alike) needs a distance on both sides, so we regress
+    1 − cos(img_i, img_j) ∈ [0, 2] onto d_ij ∈ [0, 1]: d_ij is the haversine distance min-max
+    normalised over the batch's off-diagonal pairs, or d/scale clipped at 1 when ``scale_m`` is
+    set. The diagonal is excluded.
+
+    ``paper`` (the paper's recipe, as summarised): the full B × B matrices, diagonal included,
+
+        L_geo = mean_ij ( cos(img_i, img_j) − (1 − D_ij) )²,
+        D_ij = |ê_i − ê_j| + |n̂_i − n̂_j|,   ê = (e − min e) / (max e − min e) over the batch (n̂ alike),
+
+    with (e, n) the UTM coordinates. Sign convention: the similarity target is 1 − D, so the
+    same place (D = 0) targets cos = 1 and the batch's opposite corners (D = 2) target cos = −1;
+    similar places get high similarity, which is what the paper's text intends. The diagonal
+    terms are (1 − 1)² = 0 for unit features: they only dilute the mean by B/B², as in the paper.
     """
 
-    def __init__(self, scale_m: float | None = None):
+    def __init__(self, scale_m: float | None = None, form: str = "distance"):
         super().__init__()
-        self.scale_m = scale_m
+        if form not in ("distance", "paper"):
+            raise ValueError(f"loss.geo_form must be 'distance' or 'paper', got {form!r}")
+        self.scale_m, self.form = scale_m, form
 
     def forward(self, image_embeds, lat, lon) -> dict[str, torch.Tensor]:
         img = gather_with_grad(image_embeds)
         lat, lon = gather_no_grad(lat), gather_no_grad(lon)
         n = img.shape[0]
-        off = ~torch.eye(n, dtype=torch.bool, device=img.device)
         if n < 2:
             return {"loss_geo": img.sum() * 0.0}
+        if self.form == "paper":
+            target = paper_geo_target(latlon_to_utm(lat, lon)).to(img.dtype)
+            return {"loss_geo": F.mse_loss(img @ img.t(), target)}
+        off = ~torch.eye(n, dtype=torch.bool, device=img.device)
         d = pairwise_haversine_m(lat, lon)[off]
         if self.scale_m is not None:
             target = (d / self.scale_m).clamp(max=1.0)
@@ -128,7 +181,7 @@ class AddressCLIPLoss(nn.Module):
     def __init__(self, cfg: LossConfig):
         super().__init__()
         self.cfg = cfg
-        self.address, self.semantic, self.geo = AddressLoss(), SemanticLoss(), GeoLoss(cfg.geo_scale_m)
+        self.address, self.semantic, self.geo = AddressLoss(), SemanticLoss(), GeoLoss(cfg.geo_scale_m, cfg.geo_form)
 
     def forward(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, parts, total = self.cfg, {}, 0.0

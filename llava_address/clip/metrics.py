@@ -13,16 +13,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from llava_address.common.geo import haversine_m
+
 __all__ = ["haversine_m", "street_ranking", "address_metrics"]
-
-EARTH_RADIUS_M = 6_371_008.8
-
-
-def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2))
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
-
 
 def street_ranking(ranked_sub_streets: Sequence[str], street_of: Mapping[str, str], k: int) -> list[str]:
     """First ``k`` distinct streets in the order their sub-streets are ranked."""

@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import AutoTokenizer
 
 from data_gen.contract import read_addresses, read_manifest
 from llava_address.clip.checkpoint import candidates_payload, save_checkpoint
@@ -35,6 +35,7 @@ from llava_address.clip.config import AddressCLIPConfig
 from llava_address.clip.data import AddressCollator, AddressImageDataset, EpochPermutationSampler, train_transform
 from llava_address.clip.losses import AddressCLIPLoss
 from llava_address.clip.model import AddressCLIP, build_model
+from llava_address.clip.optim import build_optimizer, build_scheduler, resolve_batch, resolve_steps
 from llava_address.common.config import dump_config
 from llava_address.common.io import atomic_write_json, read_json
 
@@ -172,6 +173,7 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
         dump_config(cfg, out / "config.yaml")
     acc.wait_for_everyone()
     set_seed(tc.seed)
+    tc = resolve_batch(tc, acc.num_processes)  # global batch -> per-process batch
     model = _make_model(cfg, data_dir, out, resume, acc)
     if cfg.model.freeze_text and model.backbone == "hf":
         model.clip.text_model.requires_grad_(False)
@@ -188,10 +190,11 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
                               with_semantic=cfg.loss.use_semantic)
     dl = DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
                     num_workers=cfg.data.num_workers)
-    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.max_steps)
+    optimizer = build_optimizer(_param_groups(model, tc.weight_decay), tc)
     loss_fn = AddressCLIPLoss(cfg.loss)
     model, optimizer, dl = acc.prepare(model, optimizer, dl)
+    tc = resolve_steps(tc, len(dl))  # epochs -> optimizer steps, on the sharded loader
+    scheduler = build_scheduler(optimizer, tc)
     acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step
     if len(dl) < 1:
         raise ValueError(f"train split has {len(ds)} images: fewer than one batch of {tc.batch_size} per process")
@@ -245,15 +248,17 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
                 bar.set_postfix(loss=f"{row['loss']:.3f}", ips=f"{ips:.0f}")
                 t_window, n_window = time.perf_counter(), 0
             final = step == tc.max_steps
+            t_pause = time.perf_counter()  # evaluation and saving are not training throughput
             if (tc.eval_every and step % tc.eval_every == 0) or final:
                 if acc.is_main_process:
                     if can_eval:
-                        metrics = _evaluate(acc, raw, cfg, data_dir, cands, None if final else cfg.eval.max_images)
+                        metrics = _evaluate(acc, raw, cfg, data_dir, cands, cfg.eval.max_images)
                         eval_log.write({"step": step, **metrics})
                     save_checkpoint(raw, out / "model", cfg, cands, {"step": step, "split": cfg.eval.split, **metrics})
                 acc.wait_for_everyone()
             if step % tc.save_every == 0 or final:
                 _save_state(acc, out, step)
+            t_window += time.perf_counter() - t_pause
             if stop_after is not None and step >= stop_after:
                 bar.close()
                 return {"step": step, "stopped": True, "num_processes": acc.num_processes}

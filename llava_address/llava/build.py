@@ -25,7 +25,7 @@ from llava_address.llava.chat_template import VICUNA_V1_TEMPLATE
 from llava_address.llava.tokenizer import IMAGE_TOKEN
 
 __all__ = ["TinyLlamaSpec", "load_vision_tower", "make_processor", "build_llava", "replace_vision_tower",
-           "num_image_tokens"]
+           "num_image_tokens", "check_sentencepiece"]
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +35,31 @@ class TinyLlamaSpec(dict):
 
 
 def load_vision_tower(clip_dir: str | Path) -> tuple[CLIPVisionModel, CLIPImageProcessor]:
-    """AddressCLIP checkpoint dir -> (vision tower, image processor); prefers the CLIP package's loader."""
-    clip_dir = Path(clip_dir)
-    if not (clip_dir / "config.json").is_file():
-        raise FileNotFoundError(f"not an AddressCLIP/CLIP checkpoint (no config.json): {clip_dir}")
-    try:
-        from llava_address.clip.export import load_vision_tower as clip_loader
-    except ImportError:
-        clip_loader = None
-    if clip_loader is not None:
-        vision, improc = clip_loader(clip_dir)
-    else:
-        vision = CLIPVisionModel.from_pretrained(clip_dir, local_files_only=True)
-        improc = CLIPImageProcessor.from_pretrained(clip_dir, local_files_only=True)
+    """AddressCLIP checkpoint dir -> (vision tower, image processor).
+
+    The CLIP package's loader knows both layouts: a transformers ``CLIPModel`` folder and an
+    open_clip checkpoint with its exported ``vision_tower/`` subfolder.
+    """
+    from llava_address.clip.export import load_vision_tower as clip_loader
+
+    vision, improc = clip_loader(clip_dir)
     return vision.float().eval(), improc
+
+
+def check_sentencepiece(path: Path) -> None:
+    """Hub Vicuna/Llama-2 dirs ship only ``tokenizer.model``: reading it needs ``sentencepiece``.
+
+    Without it transformers 5.x fails with a message about tiktoken; say what is really missing.
+    """
+    if (path / "tokenizer.json").is_file() or not (path / "tokenizer.model").is_file():
+        return
+    import importlib.util
+
+    missing = [m for m in ("sentencepiece", "google.protobuf") if importlib.util.find_spec(m.split(".")[0]) is None]
+    if missing:
+        raise ImportError(f"{path} has a sentencepiece tokenizer.model and no tokenizer.json: install "
+                          f"{' and '.join('protobuf' if m.startswith('google') else m for m in missing)} "
+                          "(pip install -e . pins them)")
 
 
 def num_image_tokens(vision_config: CLIPVisionConfig, strategy: str = "default") -> int:
@@ -62,6 +73,9 @@ def make_processor(tokenizer: PreTrainedTokenizerBase, image_processor: CLIPImag
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     tokenizer.chat_template = VICUNA_V1_TEMPLATE
+    # training pads right on every path (llava-1.5-*-hf ships "left", for batched generation; the
+    # assistant switches to left padding itself when it generates)
+    tokenizer.padding_side = "right"
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                           patch_size=vision_config.patch_size, vision_feature_select_strategy=strategy,
                           num_additional_image_tokens=1, chat_template=VICUNA_V1_TEMPLATE)
@@ -92,7 +106,9 @@ def _load_text(text: str, tokenizer: PreTrainedTokenizerBase | None, tiny: dict 
     path = Path(text)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"text must be 'tiny' or a local causal-LM dir with config.json: {text}")
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer is None:
+        check_sentencepiece(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:  # LLaVA pads Vicuna with <unk>
         tokenizer.pad_token = tokenizer.unk_token
     if IMAGE_TOKEN not in tokenizer.get_vocab():
@@ -137,6 +153,7 @@ def replace_vision_tower(base_llava_dir: str | Path, vision: CLIPVisionModel, im
     base = Path(base_llava_dir)
     model = LlavaForConditionalGeneration.from_pretrained(base, local_files_only=True, dtype=dtype)
     old_proj = model.model.multi_modal_projector
+    check_sentencepiece(base)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True)
     config = model.config
     config.vision_config = vision.config

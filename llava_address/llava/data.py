@@ -4,6 +4,11 @@ Labels come from the chat template's ``{% generation %}`` spans
 (``return_assistant_tokens_mask=True``): only assistant answers and their "</s>" are learned,
 the system prompt, user turns, image tokens and padding are -100. No global state: each batch
 is rendered from its own conversations.
+
+Bad data is a counted skip, never a crash mid-epoch or a silent ``train_loss 0.0``: records that
+are not objects or lack fields, missing or undecodable images, and dialogues whose first answer
+starts beyond ``max_length`` (no token left to learn) are skipped and counted in ``skipped``;
+a batch with no supervised token at all is an error.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
+from llava_address.common.images import load_image
 from llava_address.common.io import read_json
 from llava_address.llava.chat_template import llava_json_to_messages
 
-__all__ = ["IGNORE_INDEX", "read_llava_json", "LlavaJsonDataset", "LlavaCollator", "dialogue_texts"]
+__all__ = ["IGNORE_INDEX", "read_llava_json", "LlavaJsonDataset", "LlavaCollator", "dialogue_texts",
+           "prompt_length", "image_token_count"]
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -37,23 +44,55 @@ def read_llava_json(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-def dialogue_texts(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Every turn's text (tokenizer-training corpus)."""
-    return [str(t.get("value", "")) for r in records for t in r.get("conversations", [])]
+def dialogue_texts(records: Sequence[Any]) -> list[str]:
+    """Every turn's text (tokenizer-training corpus); malformed records and turns are left out."""
+    texts = []
+    for r in records:
+        turns = r.get("conversations") if isinstance(r, dict) else None
+        if isinstance(turns, list):
+            texts += [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
+    return texts
+
+
+def prompt_length(processor: ProcessorMixin, conversations: Sequence[dict[str, str]], image_tokens: int) -> int:
+    """Tokens before the first answer token (system prompt, image tokens, first question, "ASSISTANT:")."""
+    first = llava_json_to_messages(conversations, None)[:1]
+    text = processor.apply_chat_template(first, tokenize=False, add_generation_prompt=True)
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return len(ids) + ids.count(image_id) * (image_tokens - 1)
+
+
+def image_token_count(processor: ProcessorMixin) -> int:
+    """How many tokens one "<image>" expands to (the processor's fixed crop size decides it)."""
+    out = processor(images=Image.new("RGB", (8, 8)), text=processor.image_token, return_tensors="pt")
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return int((out["input_ids"] == image_id).sum())
 
 
 class LlavaJsonDataset(Dataset):
-    """Records of one split whose image exists and whose turns alternate human/gpt; others are counted skips."""
+    """Records of one split whose image exists and whose turns alternate human/gpt; others are counted skips.
+
+    With ``processor`` and ``max_length``, dialogues whose first answer would be cut off entirely
+    are skipped too ("answer beyond max_length"). Images that fail to decode while training are
+    counted under "corrupt image" and their items dropped by :class:`LlavaCollator`.
+    """
 
     def __init__(self, json_path: str | Path, dataset_dir: str | Path, split: str | None = "train",
-                 max_samples: int | None = None) -> None:
+                 max_samples: int | None = None, processor: ProcessorMixin | None = None,
+                 max_length: int | None = None) -> None:
         self.dataset_dir = Path(dataset_dir)
         self.records: list[dict[str, Any]] = []
         self.skipped: dict[str, int] = {}
+        self._failed: set[int] = set()
+        self._processor, self._max_length = processor, max_length
+        self._image_tokens = image_token_count(processor) if processor is not None and max_length else 0
         for rec in read_llava_json(json_path):
             why = self._problem(rec)
             if why is None and split is not None and rec.get("split", split) != split:
                 continue
+            if why is None:
+                why = self._too_long(rec)
             if why is not None:
                 self.skipped[why] = self.skipped.get(why, 0) + 1
                 continue
@@ -68,6 +107,8 @@ class LlavaJsonDataset(Dataset):
     def _problem(self, rec: Any) -> str | None:
         if not isinstance(rec, dict) or "image" not in rec or "conversations" not in rec:
             return "malformed record"
+        if not isinstance(rec["image"], str) or not isinstance(rec["conversations"], list):
+            return "malformed record"
         if not (self.dataset_dir / rec["image"]).is_file():
             return "missing image"
         try:
@@ -76,24 +117,59 @@ class LlavaJsonDataset(Dataset):
             return "bad conversation"
         return None
 
+    def _too_long(self, rec: dict[str, Any]) -> str | None:
+        if self._processor is None or not self._max_length:
+            return None
+        n = prompt_length(self._processor, rec["conversations"], self._image_tokens)
+        return "answer beyond max_length" if n >= self._max_length else None
+
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
         rec = self.records[i]
-        with Image.open(self.dataset_dir / rec["image"]) as im:
-            image = im.convert("RGB")
+        try:
+            image = load_image(self.dataset_dir / rec["image"])  # upright (EXIF), bounded
+        except ValueError as exc:  # ImageLoadError: undecodable, truncated or a decompression bomb
+            if i not in self._failed:  # counted once, whatever the epoch
+                self._failed.add(i)
+                self.skipped["corrupt image"] = self.skipped.get("corrupt image", 0) + 1
+                log.warning("skipping undecodable image (%d so far): %s", len(self._failed), exc)
+            return None
         return {"id": rec.get("id", str(i)), "image": image, "conversations": rec["conversations"]}
 
 
 class LlavaCollator:
-    """Batch of {"image", "conversations"} -> model inputs with answer-only labels."""
+    """Batch of {"image", "conversations"} -> model inputs with answer-only labels.
+
+    Items that are None (undecodable image) are dropped; so are rows whose answers all lie past
+    ``max_length`` (counted in ``dropped``). A batch left with no supervised token is an error:
+    the loss would be 0 or NaN and the run would report nothing learned as success.
+    """
 
     def __init__(self, processor: ProcessorMixin, max_length: int = 1024) -> None:
         self.processor = processor
         self.max_length = max_length
+        self.dropped = 0
 
-    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
+        batch = [b for b in batch if b is not None]
+        if not batch:
+            raise ValueError("every image in this batch failed to decode (see the warnings above)")
+        out = self._render(batch)
+        keep = (out["labels"] != IGNORE_INDEX).any(dim=1)
+        if not keep.all():
+            n = int((~keep).sum())
+            self.dropped += n
+            log.warning("dropped %d dialogue(s) with no answer token within max_length=%d (%d so far)",
+                        n, self.max_length, self.dropped)
+            if not keep.any():
+                raise ValueError(f"no answer token within max_length={self.max_length} in this batch: "
+                                 "raise data.max_length or shorten the prompts")
+            out = {k: v[keep] for k, v in out.items()}
+        return out
+
+    def _render(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         messages = [llava_json_to_messages(b["conversations"], b["image"]) for b in batch]
         out = self.processor.apply_chat_template(
             messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,

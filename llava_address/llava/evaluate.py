@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from data_gen.contract import read_addresses, read_manifest
@@ -51,9 +52,11 @@ def score_answers(answers: list[str], truth: list[str], lat: list[float], lon: l
 
 def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str = "test",
                         question: str = DEFAULT_QUESTION, batch_size: int = 16, max_samples: int | None = None,
-                        max_new_tokens: int = 48, out_json: str | Path | None = None) -> dict[str, Any]:
+                        max_new_tokens: int = 48, out_json: str | Path | None = None,
+                        device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                        ) -> dict[str, Any]:
     """Score an exported LLaVA on a dataset split; optionally write metrics + per-image answers."""
-    assistant = LlavaAddressAssistant.from_pretrained(export_dir)
+    assistant = LlavaAddressAssistant.from_pretrained(export_dir, dtype=dtype, device=device)
     vocab = read_addresses(data_dir)
     df = read_manifest(data_dir, split)
     known = df["sub_street"].isin(set(vocab.sub_street))

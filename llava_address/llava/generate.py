@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration, TextIteratorStreamer
 
+from llava_address.common.images import load_image
 from llava_address.llava.chat_template import history_to_messages
 
 __all__ = ["LlavaAddressAssistant"]
@@ -24,8 +25,7 @@ def _as_image(image: Any) -> Image.Image:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        return load_image(path)  # upright (EXIF), bounded; ImageLoadError (a ValueError) names the file
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     raise TypeError(f"image must be a path or PIL.Image, got {type(image).__name__}")

@@ -30,6 +30,7 @@ from transformers.integrations import deepspeed as hf_ds
 from transformers.trainer_utils import get_last_checkpoint
 
 from llava_address.common.config import dump_config
+from llava_address.common.device import DTYPES as _DTYPES
 from llava_address.common.io import atomic_dir, atomic_write_json
 from llava_address.llava.build import build_llava
 from llava_address.llava.config import LlavaConfigFile, StageConfig
@@ -42,7 +43,6 @@ __all__ = ["PROJECTOR", "prepare_base", "train_stage", "ProjectorLrTrainer", "fr
 log = logging.getLogger(__name__)
 PROJECTOR = "multi_modal_projector"
 PROJECTOR_FILE = "projector.safetensors"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ---------------------------------------------------------------- base model
@@ -181,8 +181,16 @@ def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
 
 
 def _training_args(cfg: LlavaConfigFile, stage: int, sc: StageConfig, deepspeed: str | None) -> TrainingArguments:
+    """Trainer settings of one stage. ``model.dtype`` bf16/fp16 means mixed precision (autocast, fp32
+    master weights: see ``_load_model``), which also makes DeepSpeed's ``"auto"`` resolve bf16/fp16
+    on (ZeRO-3 then partitions 16-bit parameters). Loading in bf16 alone would train in pure bf16,
+    where a projector update at lr 2e-5 rounds away."""
     configured = _configure_cpu_deepspeed(deepspeed)
+    mixed = cfg.model.dtype != "float32"
     return TrainingArguments(
+        bf16=cfg.model.dtype == "bfloat16", fp16=cfg.model.dtype == "float16",
+        # CPU autocast must be asked for (tests of the bf16 configs; slow, never the tiny configs)
+        use_cpu=mixed and not torch.cuda.is_available(),
         accelerator_config={"use_configured_state": True} if configured else None,
         output_dir=str(Path(cfg.output_dir) / f"stage{stage}"), per_device_train_batch_size=sc.batch_size,
         gradient_accumulation_steps=sc.grad_accum, learning_rate=sc.lr, num_train_epochs=sc.epochs,
@@ -195,7 +203,17 @@ def _training_args(cfg: LlavaConfigFile, stage: int, sc: StageConfig, deepspeed:
 
 
 def _load_model(cfg: LlavaConfigFile, stage: int, sc: StageConfig, base: Path) -> LlavaForConditionalGeneration:
-    kw: dict[str, Any] = {"dtype": _DTYPES[cfg.model.dtype], "local_files_only": True}
+    """Frozen weights in ``model.dtype`` (half the memory in bf16); what trains in fp32.
+
+    Mixed precision keeps fp32 master weights: the projector is upcast here, peft creates LoRA
+    weights in fp32, a full-LM stage 2 loads everything in fp32 and 4-bit QLoRA upcasts in
+    ``prepare_model_for_kbit_training``. Under DeepSpeed the engine keeps the fp32 masters itself
+    (ZeRO-3 parameters are partitioned, so they are left as loaded).
+    """
+    dtype = _DTYPES[cfg.model.dtype]
+    if dtype != torch.float32 and stage == 2 and not sc.lora:
+        dtype = torch.float32  # the whole LM trains
+    kw: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if stage == 2 and sc.qlora:
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -208,6 +226,8 @@ def _load_model(cfg: LlavaConfigFile, stage: int, sc: StageConfig, base: Path) -
             load_projector(model, proj)
         else:
             log.warning("no stage-1 projector at %s: stage 2 starts from the base projector", proj)
+    if not hf_ds.is_deepspeed_zero3_enabled():
+        model.model.multi_modal_projector.float()
     return model
 
 
@@ -238,7 +258,8 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
                 p.requires_grad_(False)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     json_name = cfg.data.align_json if stage == 1 else cfg.data.qa_json
-    dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples)
+    dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples,
+                               processor=processor, max_length=cfg.data.max_length)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length),
                                  projector_lr=sc.projector_lr if stage == 2 else None)
