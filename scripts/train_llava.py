@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deepspeed", default=None, help="DeepSpeed JSON (configs/deepspeed/zero2.json|zero3.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set stage2.lr=1e-4 (repeatable)")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints of this stage")
+    p.add_argument("--no-resume", action="store_true", help="start fresh: drop this stage's checkpoints and retrain even if it finished")
+    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulate a kill (tests)
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by the deepspeed launcher")
     return p
 
@@ -40,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        records = [train_stage(cfg, stage, deepspeed=args.deepspeed, resume=not args.no_resume)
-                   for stage in sorted(set(args.stage))]
+        stages = sorted(set(args.stage))  # --stop-after applies to the last one
+        records = [train_stage(cfg, stage, deepspeed=args.deepspeed, resume=not args.no_resume,
+                               stop_after=args.stop_after if stage == stages[-1] else None)
+                   for stage in stages]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -124,7 +124,7 @@ def test_activation_map_lights_up_the_queried_street(model_dir, data_dir, tmp_pa
     assert on > df[df["street"] != "Hämeentie"]["similarity"].mean()
 
 
-def test_train_script_reports_missing_dataset(tmp_path, capsys):
+def _train_clip_main():
     import importlib.util
     from pathlib import Path
 
@@ -132,7 +132,14 @@ def test_train_script_reports_missing_dataset(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("train_clip", root / "scripts" / "train_clip.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    rc = mod.main(["--config", str(root / "configs/clip/tiny.yaml"), "--data", str(tmp_path / "none"),
+    return mod.main
+
+
+def test_train_script_reports_missing_dataset(tmp_path, capsys):
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    rc = _train_clip_main()(["--config", str(root / "configs/clip/tiny.yaml"), "--data", str(tmp_path / "none"),
                    "--output", str(tmp_path / "o")])
     assert rc == 2 and "no dataset at" in capsys.readouterr().err
 
@@ -180,3 +187,38 @@ def test_diagnostics(model_dir, data_dir):
     # trained features follow geography (measured 0.50 on 120 test pairs; unrelated features: 0 +- 0.09)
     assert geo["spearman_feat_vs_geo"] > 0.3
     assert geo["feat_dist_near_pairs"] < 0.25 * geo["feat_dist_all_pairs"]  # measured 0.010 vs 0.479
+
+
+def test_corrupt_saved_state_falls_back_or_stops_with_one_line(tmp_path, data_dir, caplog, capsys):
+    """Issue 14: a broken newest state resumes from the previous one (same weights as a straight run);
+    with no usable state the script exits 2 with one line naming the file and the flag."""
+    import logging
+    import os
+
+    from _clip_fixtures import FAST, TINY
+    from safetensors.torch import load_file
+
+    from llava_address.clip.train import train
+
+    sets = ["train.max_steps=4", "train.save_every=1", "train.batch_size=32"]
+    cfg = tiny_cfg("train.max_steps=4", "train.save_every=1", "train.batch_size=32")
+    train(cfg, data_dir, tmp_path / "straight")
+    out = tmp_path / "killed"
+    assert train(cfg, data_dir, out, stop_after=3)["stopped"]
+    optim = out / "state" / "optimizer.bin"  # step 3's state; step 2's is state.prev
+    os.truncate(optim, optim.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING):
+        assert train(cfg, data_dir, out, resume=True)["step"] == 4
+    assert any("unusable" in r.getMessage() and str(optim) in r.getMessage() for r in caplog.records)
+    assert list(pd.read_csv(out / "log.csv")["step"]) == [1, 2, 3, 4]
+    wa = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    wb = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    for d in ("state", "state.prev"):  # nothing loadable left
+        os.truncate(out / d / "model.safetensors", 10)
+    capsys.readouterr()
+    argv = ["--config", str(TINY), "--data", str(data_dir), "--output", str(out), "--resume"]
+    assert _train_clip_main()(argv + [a for s in FAST + sets for a in ("--set", s)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out / "state" / "model.safetensors") in err[0] and "--resume" in err[0]

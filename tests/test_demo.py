@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,11 +104,18 @@ def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
     assert "llava-address demo summary" in printed and "SSA-1" in printed
     assert all((out / "stages" / f"{s}.json").is_file() for s in STAGES)
 
-    assert main(args) == 0  # second run: every stage reused from its marker
-    again = json.loads((out / "summary.json").read_text())
-    assert all(s["status"] == "reused" for s in again["stages"].values())
-    assert again["stages"]["clip_eval"]["metrics"] == m["clip_eval"]
+    # second run on a copy, the original moved away (issue 16): every stage reused from its marker,
+    # same numbers, every artefact inside the copy
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    out.rename(tmp_path / "moved")
+    args = ["--config", str(REPO / "configs/demo_ci.yaml"), "--out", str(copy)]
+    assert main(args) == 0
+    again = json.loads((copy / "summary.json").read_text())
+    assert {n: s["status"] for n, s in again["stages"].items()} == {n: "reused" for n in STAGES}
+    assert {n: s["metrics"] for n, s in again["stages"].items()} == m
+    assert all(Path(p).is_relative_to(copy) and Path(p).exists() for p in again["artifacts"].values())
 
     assert main(args + ["--set", "chat.max_new_tokens=6"]) == 0  # only the changed stage reruns
-    third = json.loads((out / "summary.json").read_text())
+    third = json.loads((copy / "summary.json").read_text())
     assert {n for n, s in third["stages"].items() if s["status"] == "ran"} == {"chat"}

@@ -28,7 +28,8 @@ def test_qlora_stage2_step_and_export(tmp_path):
 
     clip, data = make_clip_dir(tmp_path / "clip"), make_dataset(tmp_path / "data")
     sets = tiny_overrides(clip, data, tmp_path / "run") + ["stage2.lora=true", "stage2.qlora=true",
-                                                           "stage2.warmup_ratio=0", "stage2.max_steps=1"]
+                                                           "stage2.warmup_ratio=0", "stage2.max_steps=1",
+                                                           "stage2.without_stage1=true"]
     cfg = load_llava_config(ROOT / "configs" / "llava" / "llava_tiny.yaml", sets)
     base = prepare_base(cfg)
     model = _load_model(cfg, 2, cfg.stage2, base)

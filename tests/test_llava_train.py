@@ -135,20 +135,13 @@ def test_export_script_reexports_the_same_weights(trained_run, fixture_dirs):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_from_checkpoint(fixture_dirs):
-    clip, data, root = fixture_dirs
-    out = root / "resume"
-    assert train_llava.main(_argv(clip, data, out, "stage1.max_steps=1") + ["--stage", "1"]) == 0
-    assert (out / "stage1" / "checkpoint-1").is_dir()
-    assert train_llava.main(_argv(clip, data, out, "stage1.max_steps=2") + ["--stage", "1"]) == 0
-    run = json.loads((out / "stage1" / "run.json").read_text())
-    assert run["resumed_from"].endswith("checkpoint-1") and run["global_step"] == 2
-
-
-def test_full_finetune_stage2_trains_the_lm(fixture_dirs):
+def test_full_finetune_stage2_trains_the_lm(fixture_dirs, capsys):
     clip, data, root = fixture_dirs
     out = root / "full"
-    assert train_llava.main(_argv(clip, data, out, "stage2.lora=false") + ["--stage", "2"]) == 0
+    assert train_llava.main(_argv(clip, data, out, "stage2.lora=false") + ["--stage", "2"]) == 2  # no stage 1
+    assert "stage2.without_stage1" in capsys.readouterr().err
+    assert train_llava.main(_argv(clip, data, out, "stage2.lora=false", "stage2.without_stage1=true")
+                            + ["--stage", "2"]) == 0
     run = json.loads((out / "stage2" / "run.json").read_text())
     assert run["lora"] is False and (out / "stage2" / "model" / "config.json").is_file()
     base = LlavaForConditionalGeneration.from_pretrained(out / "base").state_dict()
@@ -162,5 +155,6 @@ def test_bad_config_is_reported(fixture_dirs, capsys):
     clip, data, root = fixture_dirs
     assert train_llava.main(_argv(clip, data, root / "bad", "stage2.lora_r=0") + ["--stage", "2"]) == 2
     assert "stage2.lora_r" in capsys.readouterr().err
-    assert train_llava.main(_argv(clip, data, root / "bad", "data.qa_json=missing.json") + ["--stage", "2"]) == 2
+    assert train_llava.main(_argv(clip, data, root / "bad", "data.qa_json=missing.json",
+                                  "stage2.without_stage1=true") + ["--stage", "2"]) == 2
     assert "LLaVA JSON not found" in capsys.readouterr().err

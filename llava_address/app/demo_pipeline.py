@@ -195,7 +195,7 @@ class _Demo:
         from llava_address.app.chat_session import format_candidates
 
         print("AddressCLIP candidates:\n" + "\n".join(format_candidates(session.candidates)), flush=True)
-        metrics = {"image": str(image), "true_address": str(row["sub_street"]), "turns": turns,
+        metrics = {"image": str(row["image"]), "true_address": str(row["sub_street"]), "turns": turns,
                    "candidates": [[a, round(s, 4)] for a, s in session.candidates],
                    "first_answer_address": first_pred, "first_answer_correct": first_pred == row["sub_street"]}
         return StageOutput(metrics, {"chat_image": str(image)})

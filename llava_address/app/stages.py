@@ -6,6 +6,8 @@ config, and a killed stage can leave partial output. Each stage writes
 metrics, artefact paths) atomically after it finishes. A stage reruns when its fingerprint (own
 config, the contents of config files it reads, upstream fingerprints) changed or an artefact is
 gone; ``resume`` tells it that a partial run with the same fingerprint may be continued.
+Artefact paths inside ``<out>`` are stored relative to it, so a copied or moved output folder
+(``cp -r A B``) is reused as finished and points at its own artefacts, never at A's.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ class StageRunner:
         except (FileNotFoundError, ValueError):
             return None
 
+    def _store(self, path: str | Path) -> str:
+        """Artefact path as written to a marker: relative to the output folder when inside it."""
+        p = Path(path)
+        try:
+            return str(p.resolve().relative_to(self.out.resolve()))
+        except ValueError:
+            return str(p)
+
+    def _resolve(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """A marker record with its artefact paths made usable from here (relative ones under ``out``)."""
+        arts = {k: str(self.out / v) if not Path(v).is_absolute() else v for k, v in rec.get("artifacts", {}).items()}
+        return {**rec, "artifacts": arts}
+
     def artifacts(self) -> dict[str, str]:
         return {k: v for rec in self.records.values() for k, v in rec.get("artifacts", {}).items()}
 
@@ -83,6 +98,8 @@ class StageRunner:
         digest = fingerprint(stage.config, stage.files, tuple(self.hashes.get(d, "?") for d in stage.deps))
         self.hashes[stage.name] = digest
         done = None if self.fresh else self._load(self._marker(stage.name))
+        if done:
+            done = self._resolve(done)
         if done and done.get("hash") == digest and all(Path(p).exists() for p in done.get("artifacts", {}).values()):
             return digest, done
         return digest, None
@@ -109,9 +126,9 @@ class StageRunner:
         out = stage.run(resume)
         rec = {"hash": digest, "seconds": round(time.perf_counter() - t0, 1),
                "cpu_seconds": round(time.process_time() - c0, 1), "finished_at": _now(),
-               "metrics": _json_safe(out.metrics), "artifacts": {k: str(v) for k, v in out.artifacts.items()}}
+               "metrics": _json_safe(out.metrics), "artifacts": {k: self._store(v) for k, v in out.artifacts.items()}}
         atomic_write_json(self._marker(stage.name), rec)
-        self.records[stage.name] = {**rec, "status": "ran"}
+        self.records[stage.name] = {**self._resolve(rec), "status": "ran"}
         return self.records[stage.name]
 
 

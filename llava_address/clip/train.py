@@ -128,12 +128,43 @@ def _save_state(acc: Accelerator, out: Path, step: int) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         atomic_write_json(tmp / "trainer_state.json", {"step": step})
-        old = out / "state.old"
+        prev = out / "state.prev"  # the previous save stays as a fallback for a broken newest one
+        shutil.rmtree(prev, ignore_errors=True)
         if final.exists():
-            final.replace(old)
+            final.replace(prev)
         tmp.replace(final)
-        shutil.rmtree(old, ignore_errors=True)
     acc.wait_for_everyone()
+
+
+STATE_FILES = ("trainer_state.json", "model.safetensors", "optimizer.bin")
+
+
+def _resume_state(out: Path) -> Path | None:
+    """The saved state to resume from: ``state/``, else ``state.prev/`` with a warning; None if none saved.
+
+    Raises CheckpointError (one line naming the broken file and the flag) when states exist but none
+    loads, or when the run's tokenizer (rebuilt from ``tokenizer/`` on resume) is broken.
+    """
+    from llava_address.common.checkpoint_files import CheckpointError, folder_problem
+
+    hint = "run without --resume to start fresh (scripts/demo.py: --fresh)"
+    broken = []
+    for d in (out / "state", out / "state.prev"):
+        if not d.is_dir():
+            continue
+        problem = folder_problem(d, STATE_FILES)
+        if problem is None:
+            for f, why in broken:
+                log.warning("saved state %s is unusable (%s: %s): resuming from %s instead", f.parent, f, why, d)
+            tok = folder_problem(out / "tokenizer") if (out / "tokenizer").is_dir() else None
+            if tok is not None:
+                raise CheckpointError(f"cannot resume: {tok[0]} is unusable ({tok[1]}); {hint}")
+            return d
+        broken.append(problem)
+    if broken:
+        f, why = broken[0]
+        raise CheckpointError(f"cannot resume: {f} is unusable ({why}) and no older state loads; {hint}")
+    return None
 
 
 def _evaluate(acc: Accelerator, model: AddressCLIP, cfg: AddressCLIPConfig, data_dir: Path, cands: dict,
@@ -163,13 +194,14 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
     acc = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision),
                       gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=tc.grad_accum,
                                                                               sync_with_dataloader=False))
-    if resume and not (out / "state" / "trainer_state.json").is_file():
+    state_dir = _resume_state(out) if resume else None
+    if resume and state_dir is None:
         log.warning("--resume: no saved state in %s, starting from step 0", out)
         resume = False
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         for f in ("log.csv", "eval.csv"):
-            _truncate_log(out / f, read_json(out / "state" / "trainer_state.json")["step"] if resume else 0)
+            _truncate_log(out / f, read_json(state_dir / "trainer_state.json")["step"] if resume else 0)
         dump_config(cfg, out / "config.yaml")
     acc.wait_for_everyone()
     set_seed(tc.seed)
@@ -200,8 +232,8 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
         raise ValueError(f"train split has {len(ds)} images: fewer than one batch of {tc.batch_size} per process")
     step = 0
     if resume:
-        acc.load_state(str(out / "state"))
-        step = int(read_json(out / "state" / "trainer_state.json")["step"])
+        acc.load_state(str(state_dir))
+        step = int(read_json(state_dir / "trainer_state.json")["step"])
         log.info("resumed from step %d", step)
     raw: AddressCLIP = acc.unwrap_model(model)
     csv_log, eval_log = _CsvLog(out / "log.csv", acc.is_main_process), _CsvLog(out / "eval.csv", acc.is_main_process)

@@ -93,6 +93,8 @@ class StageConfig(StrictModel):
                              description="regex: LM linears only (never the CLIP tower)")
     projector_lr: float | None = Field(2e-5, gt=0, description="own param group for the projector")
     qlora: bool = Field(False, description="load the LM in 4-bit NF4 (bitsandbytes) + LoRA")
+    without_stage1: bool = Field(False, description="stage 2: start from the base projector when there is no "
+                                 "stage-1 projector (otherwise that is an error)")
 
 
 class LlavaConfigFile(StrictModel):

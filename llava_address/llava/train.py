@@ -25,24 +25,29 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from transformers import (AutoProcessor, BitsAndBytesConfig, LlavaForConditionalGeneration, Trainer,
-                          TrainingArguments)
+                          TrainerCallback, TrainingArguments)
 from transformers.integrations import deepspeed as hf_ds
-from transformers.trainer_utils import get_last_checkpoint
 
+from llava_address.common.checkpoint_files import file_problem, folder_problem
 from llava_address.common.config import dump_config
 from llava_address.common.device import DTYPES as _DTYPES
-from llava_address.common.io import atomic_dir, atomic_write_json
+from llava_address.common.fingerprint import dir_digest, file_digest, json_digest
+from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
+from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, find_resume_checkpoint,
+                                             load_checkpoint_weights, verify_restored)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
 from llava_address.llava.tokenizer import train_tokenizer
 
-__all__ = ["PROJECTOR", "prepare_base", "train_stage", "ProjectorLrTrainer", "freeze_for_stage",
-           "apply_lora", "load_projector"]
+__all__ = ["PROJECTOR", "prepare_base", "base_inputs", "stage_inputs", "train_stage", "ProjectorLrTrainer",
+           "freeze_for_stage", "apply_lora", "load_projector", "StageInputsError"]
 
 log = logging.getLogger(__name__)
 PROJECTOR = "multi_modal_projector"
 PROJECTOR_FILE = "projector.safetensors"
+BASE_INPUTS_FILE = "base_inputs.json"   # in base/: what the base was assembled from
+STAGE_INPUTS_FILE = "inputs.json"       # in stage<N>/: what its checkpoints were trained from
 
 
 # ---------------------------------------------------------------- base model
@@ -58,11 +63,67 @@ def _zero3_paused(args: TrainingArguments) -> Iterator[None]:
             hf_ds.set_hf_deepspeed_config(ds_cfg)
 
 
+class StageInputsError(ValueError):
+    """Existing training output was made from other inputs and cannot be continued."""
+
+
+def base_inputs(cfg: LlavaConfigFile) -> dict[str, Any]:
+    """What ``base/`` is assembled from, by content (not paths: a moved output folder stays valid)."""
+    m = cfg.model
+    if not (Path(m.clip_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"model.clip_dir: not an AddressCLIP/CLIP checkpoint (no config.json): {m.clip_dir}")
+    broken = folder_problem(Path(m.clip_dir))
+    if broken:
+        raise CheckpointError(f"model.clip_dir: {broken[0]} is unusable ({broken[1]}); retrain or re-export AddressCLIP")
+    inputs: dict[str, Any] = {"clip_dir": dir_digest(m.clip_dir), "init_seed": cfg.stage1.seed,
+                              "model": m.model_dump(exclude={"clip_dir", "text", "base_llava_dir"})}
+    if m.base_llava_dir is not None:  # model.text is not used then
+        inputs["base_llava_dir"] = dir_digest(m.base_llava_dir)
+    elif m.text != "tiny":
+        if not (Path(m.text) / "config.json").is_file():
+            raise FileNotFoundError(f"model.text must be 'tiny' or a local causal-LM dir with config.json: {m.text}")
+        inputs["text"] = dir_digest(m.text)
+    else:  # the tiny tokenizer is trained on the dialogue corpus
+        inputs["text"] = "tiny"
+        inputs["tokenizer_corpus"] = {k: file_digest(p) if p.is_file() else None for k, p in
+                                      (("align_json", cfg.data.resolve(cfg.data.align_json)),
+                                       ("qa_json", cfg.data.resolve(cfg.data.qa_json)))}
+    return inputs
+
+
+def _changed(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """Human-readable list of the top-level inputs that differ."""
+    if not isinstance(old, dict):
+        return "no record of its inputs (made by an older version)"
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "changed: " + ", ".join(keys) if keys else "unchanged"
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def prepare_base(cfg: LlavaConfigFile) -> Path:
-    """Assemble the untrained model once (tokenizer trained here for the tiny LM) into output_dir/base."""
+    """Assemble the untrained model into output_dir/base; reuse it only if its inputs are unchanged.
+
+    A base built from another ``model.clip_dir``, LM, tiny config or corpus is rebuilt (with a
+    warning naming what changed); stage checkpoints trained on the old base then refuse to resume
+    (see :func:`stage_inputs`).
+    """
     base = Path(cfg.output_dir) / "base"
+    inputs = base_inputs(cfg)
     if (base / "config.json").is_file():
-        return base
+        old = _read_record(base / BASE_INPUTS_FILE)
+        broken = next(((f, why) for f in sorted(base.iterdir()) if f.is_file() and (why := file_problem(f))), None)
+        if old == inputs and broken is None:
+            return base
+        reason = f"{broken[0].name} is unusable: {broken[1]}" if broken else \
+            f"it was assembled from other inputs ({_changed(old, inputs)})"
+        log.warning("rebuilding %s: %s", base, reason)
     m = cfg.model
     tokenizer = None
     if m.text == "tiny" and m.base_llava_dir is None:
@@ -83,6 +144,7 @@ def prepare_base(cfg: LlavaConfigFile) -> Path:
     with atomic_dir(base, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        atomic_write_json(tmp / BASE_INPUTS_FILE, inputs)
     log.info("assembled base model (%.2f M params) -> %s", sum(p.numel() for p in model.parameters()) / 1e6, base)
     return base
 
@@ -156,6 +218,46 @@ class ProjectorLrTrainer(Trainer):
         self.optimizer = cls(groups, **kwargs)
         return self.optimizer
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        """Strict replacement of the Trainer's loader (it only logs a warning when no key matches).
+
+        The Trainer calls this for plain (non-DeepSpeed) resumes; DeepSpeed restores its own engine
+        checkpoint, whose keys are the model's. See :mod:`llava_address.llava.checkpoints`.
+        """
+        if self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_checkpoint_weights(self.model if model is None else model, Path(resume_from_checkpoint))
+
+
+class _VerifyResumed(TrainerCallback):
+    """After the Trainer restored ``ckpt`` (any path: plain, peft, DeepSpeed): weights must equal the saved ones."""
+
+    def __init__(self, ckpt: Path):
+        self.ckpt = ckpt
+
+    def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001 - TrainerCallback signature
+        if not hf_ds.is_deepspeed_zero3_enabled():
+            verify_restored(model, self.ckpt)
+        elif getattr(model, "peft_config", None):  # ZeRO-3 + LoRA: DeepSpeed loaded non-strictly; check the adapter
+            import deepspeed
+            with deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad]):
+                verify_restored(model, self.ckpt)
+        # ZeRO-3 full model: DeepSpeed's engine load is strict (load_module_strict=True)
+        return control
+
+
+class _StopAfter(TrainerCallback):
+    """Save and stop at global step N: a deterministic stand-in for a killed run (tests, --stop-after)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001 - TrainerCallback signature
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
 
 # ---------------------------------------------------------------- one stage
 def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
@@ -219,29 +321,128 @@ def _load_model(cfg: LlavaConfigFile, stage: int, sc: StageConfig, base: Path) -
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_DTYPES[cfg.model.dtype],
             llm_int8_skip_modules=[r".*vision_tower", rf".*{PROJECTOR}", "lm_head"])
-    model = LlavaForConditionalGeneration.from_pretrained(base, **kw)
+    model, info = LlavaForConditionalGeneration.from_pretrained(base, output_loading_info=True, **kw)
+    bad = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if bad:  # a base that does not fill the model would train from random weights
+        raise CheckpointError(f"{base}: weights do not match the model ({bad}); delete {base} to rebuild it")
     if stage == 2:
-        proj = Path(cfg.output_dir) / "stage1" / PROJECTOR_FILE
-        if proj.is_file():
+        proj = _stage1_projector(cfg)
+        if proj is not None:
             load_projector(model, proj)
         else:
-            log.warning("no stage-1 projector at %s: stage 2 starts from the base projector", proj)
+            log.warning("stage2.without_stage1: stage 2 starts from the base projector")
     if not hf_ds.is_deepspeed_zero3_enabled():
         model.model.multi_modal_projector.float()
     return model
 
 
+def _stage1_projector(cfg: LlavaConfigFile) -> Path | None:
+    """Stage 1's projector for stage 2: required (and from this base) unless stage2.without_stage1."""
+    proj = Path(cfg.output_dir) / "stage1" / PROJECTOR_FILE
+    if cfg.stage2.without_stage1:
+        return None
+    if not proj.is_file():
+        raise FileNotFoundError(f"no stage-1 projector at {proj}: run --stage 1 first, or set "
+                                "stage2.without_stage1=true to start stage 2 from the base projector")
+    run = _read_record(proj.parent / "run.json") or {}
+    base = _read_record(Path(cfg.output_dir) / "base" / BASE_INPUTS_FILE)
+    if run.get("base_inputs") != json_digest(base):
+        raise StageInputsError(f"{proj} was trained on another base model than {Path(cfg.output_dir) / 'base'}: "
+                               "run --stage 1 again (with --no-resume)")
+    return proj
+
+
+# ---------------------------------------------------------------- resume / reuse
+def stage_inputs(cfg: LlavaConfigFile, stage: int) -> dict[str, Any]:
+    """Everything a stage's result depends on, by content: base, stage config, data, stage-1 projector.
+
+    Checkpoints are resumed and a finished stage is reused only when this is unchanged.
+    Settings that do not change the numbers (saving, logging, workers, checkpointing) are left out.
+    """
+    sc = cfg.stage1 if stage == 1 else cfg.stage2
+    json_path = cfg.data.resolve(cfg.data.align_json if stage == 1 else cfg.data.qa_json)
+    out = Path(cfg.output_dir)
+    inputs: dict[str, Any] = {
+        "stage": stage, "base_inputs": json_digest(_read_record(out / "base" / BASE_INPUTS_FILE)),
+        "train": sc.model_dump(exclude={"save_steps", "save_total_limit", "logging_steps", "num_workers",
+                                        "gradient_checkpointing"}),
+        "data": cfg.data.model_dump(exclude={"dataset_dir", "align_json", "qa_json", "eval_question"}),
+        "json": file_digest(json_path) if json_path.is_file() else None}
+    if stage == 2:
+        proj = out / "stage1" / PROJECTOR_FILE
+        inputs["projector"] = file_digest(proj) if proj.is_file() and not sc.without_stage1 else None
+    return inputs
+
+
+def _stage_result_exists(cfg: LlavaConfigFile, stage: int) -> bool:
+    out = Path(cfg.output_dir)
+    if stage == 1:
+        return (out / "stage1" / PROJECTOR_FILE).is_file()
+    trained = out / "stage2" / ("adapter" if cfg.stage2.lora else "model")
+    return trained.is_dir() and (out / "export" / "config.json").is_file()
+
+
+def _finished_record(cfg: LlavaConfigFile, stage: int, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """run.json of a finished stage with these inputs whose outputs are all there, else None."""
+    stage_dir = Path(cfg.output_dir) / f"stage{stage}"
+    rec = _read_record(stage_dir / "run.json")
+    if not rec or rec.get("inputs") != inputs or not _stage_result_exists(cfg, stage):
+        return None
+    rec = {**rec, "reused": True, "resumed_from": None}
+    if stage == 2:
+        rec["export_dir"] = str(Path(cfg.output_dir) / "export")
+    return rec
+
+
+def _prepare_stage_dir(stage_dir: Path, inputs: dict[str, Any], resume: bool, is_main: bool) -> Path | None:
+    """Checkpoint to resume from (None: start fresh). Checkpoints of other inputs are refused, not used.
+
+    Starting fresh removes this stage's own earlier checkpoints and records, so a later resume can
+    never pick up a checkpoint of an older run.
+    """
+    if resume:
+        last = find_resume_checkpoint(stage_dir)
+        if last is not None:
+            old = _read_record(stage_dir / STAGE_INPUTS_FILE)
+            if old != inputs:
+                raise StageInputsError(f"{stage_dir} holds checkpoints trained from other inputs "
+                                       f"({_changed(old, inputs)}); {FRESH_HINT}")
+            return last
+    if is_main and stage_dir.is_dir():
+        import shutil
+        for p in stage_dir.glob("checkpoint-*"):
+            shutil.rmtree(p)
+        for name in ("run.json", STAGE_INPUTS_FILE):
+            (stage_dir / name).unlink(missing_ok=True)
+    if is_main:
+        atomic_write_json(stage_dir / STAGE_INPUTS_FILE, inputs)
+    return None
+
+
 def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
-                resume: bool = True) -> dict[str, Any]:
-    """Run stage 1 or 2; returns (and writes to stage<N>/run.json) what happened."""
+                resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Run stage 1 or 2; returns (and writes to stage<N>/run.json) what happened.
+
+    ``resume``: continue from the newest usable checkpoint made from the same inputs, and reuse a
+    finished stage as it is (nothing retrained or rewritten, ``"reused": True``); otherwise the
+    stage starts fresh. ``stop_after``: save and stop at that step, as if killed (no export).
+    """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
     sc = cfg.stage1 if stage == 1 else cfg.stage2
     args = _training_args(cfg, stage, sc, deepspeed)
     stage_dir = Path(args.output_dir)
+    is_main = args.process_index == 0
     with args.main_process_first(local=False, desc="assemble base model"):
         with _zero3_paused(args):
-            base = prepare_base(cfg) if args.process_index == 0 else Path(cfg.output_dir) / "base"
+            base = prepare_base(cfg) if is_main else Path(cfg.output_dir) / "base"
+    inputs = stage_inputs(cfg, stage)
+    done = _finished_record(cfg, stage, inputs) if resume else None
+    if done is not None:
+        log.info("stage %d already finished with the same inputs (%s): reused, nothing rewritten", stage, stage_dir)
+        return done
+    with args.main_process_first(local=False, desc="check checkpoints"):
+        last = _prepare_stage_dir(stage_dir, inputs, resume, is_main)
     processor = AutoProcessor.from_pretrained(base, local_files_only=True)
     model = _load_model(cfg, stage, sc, base)
     full_lm = stage == 2 and not sc.lora
@@ -262,15 +463,33 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
                                processor=processor, max_length=cfg.data.max_length)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length),
-                                 projector_lr=sc.projector_lr if stage == 2 else None)
+                                 projector_lr=sc.projector_lr if stage == 2 else None,
+                                 callbacks=[_StopAfter(stop_after)] if stop_after else None)
+    if last:
+        trainer.add_callback(_VerifyResumed(last))
     if deepspeed and not trainer.is_deepspeed_enabled:
         raise RuntimeError(f"--deepspeed {deepspeed} given but the Trainer did not engage DeepSpeed")
-    last = get_last_checkpoint(str(stage_dir)) if resume and stage_dir.is_dir() else None
+    start_step = 0
     if last:
-        log.info("resuming stage %d from %s", stage, last)
+        start_step = int((_read_record(last / "trainer_state.json") or {}).get("global_step", 0))
+        log.info("resuming stage %d from %s (step %d)", stage, last, start_step)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
-    is_main = trainer.is_world_process_zero()
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    record = {
+        "stage": stage, "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
+        "zero_stage": _zero_stage(deepspeed) if deepspeed else 0,
+        "world_size": args.world_size, "global_step": result.global_step, "train_loss": result.training_loss,
+        "steps_this_run": result.global_step - start_step,
+        "losses": {int(h["step"]): h["loss"] for h in trainer.state.log_history if "loss" in h},
+        "train_seconds": round(time.time() - t0, 2), "resumed_from": str(last) if last else None,
+        "samples": len(dataset), "skipped": dataset.skipped, "trainable_params": trainable,
+        "lora": bool(stage == 2 and sc.lora), "qlora": bool(stage == 2 and sc.qlora), "inputs": inputs,
+        "base_inputs": inputs["base_inputs"],
+    }
+    if stop_after is not None and result.global_step < trainer.state.max_steps:
+        log.info("stage %d stopped at step %d (stop_after): checkpoint kept, no result written", stage,
+                 result.global_step)
+        return {**record, "stopped": True}
     if stage == 1:
         _save_projector(trainer.model, stage_dir / PROJECTOR_FILE, is_main)
     else:
@@ -278,18 +497,10 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         trainer.save_model(str(target))
         if is_main:
             processor.save_pretrained(target)
-    record = {
-        "stage": stage, "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
-        "zero_stage": _zero_stage(deepspeed) if deepspeed else 0,
-        "world_size": args.world_size, "global_step": result.global_step, "train_loss": result.training_loss,
-        "train_seconds": round(time.time() - t0, 2), "resumed_from": last, "samples": len(dataset),
-        "skipped": dataset.skipped, "trainable_params": trainable, "lora": bool(stage == 2 and sc.lora),
-        "qlora": bool(stage == 2 and sc.qlora),
-    }
     if dist.is_initialized():
         dist.barrier()
     if is_main:
-        if stage == 2:
+        if stage == 2:  # the weights were just trained or strictly loaded: safe to replace the export
             from llava_address.llava.export import export_from_stage2
             hf_ds.unset_hf_deepspeed_config()  # reload plain, unpartitioned weights for the merge
             record["export_dir"] = str(export_from_stage2(cfg))
