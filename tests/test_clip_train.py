@@ -147,22 +147,32 @@ def test_train_script_reports_missing_dataset(tmp_path, capsys):
 def test_run_table_smoke(data_dir, tmp_path):
     import yaml
 
-    from llava_address.clip.table import run_table
+    from llava_address.clip.table import embedding_knn_name, run_table
 
     cfg = {"base_config": "configs/clip/tiny.yaml", "data": str(data_dir), "output_dir": str(tmp_path / "t"),
            "seeds": [0], "splits": ["test"], "jobs": 1,
            "overrides": ["train.max_steps=2", "train.eval_every=0", "train.torch_threads=1"],
            "variants": [{"name": "zero-shot", "train": False, "overrides": ["loss.prompt_address=true"]},
-                        {"name": "address only", "overrides": ["loss.use_semantic=false", "loss.use_geo=false"]}]}
+                        {"name": "address only", "overrides": ["loss.use_semantic=false", "loss.use_geo=false"]}],
+           "embedding_knn_of": "address only"}
     (tmp_path / "table.yaml").write_text(yaml.safe_dump(cfg))
     res = run_table(tmp_path / "table.yaml")
-    assert set(res["summary"]) == {"zero-shot", "address only"}
+    assert set(res["summary"]) == {"zero-shot", "address only", embedding_knn_name("address only"),
+                                   "chance (random ranking)", "raw-pixel 1-NN (24×24)", "raw-pixel k-NN (24×24, k=10)",
+                                   "caption-only lookup (TF-IDF k-NN, k=10)"}
     md = (tmp_path / "t" / "table.md").read_text()
-    assert "| zero-shot |" in md and "SSA-1" in md
+    assert "| zero-shot |" in md and "SSA-1" in md and "| raw-pixel k-NN (24×24, k=10) |" in md
     log = pd.read_csv(tmp_path / "t" / "address_only" / "seed0" / "log.csv")
     assert "loss_semantic" not in log and "loss_geo" not in log  # the switches really switch
     again = run_table(tmp_path / "table.yaml")  # finished runs are reused, not retrained
     assert again["runs"] == res["runs"]
+    # an interrupted table: tabulate what finished, train nothing, name the short seed count
+    cfg["seeds"] = [0, 1]
+    (tmp_path / "table.yaml").write_text(yaml.safe_dump(cfg))
+    part = run_table(tmp_path / "table.yaml", finished_only=True)
+    assert [r["seed"] for r in part["runs"] if r["variant"] == "address only"] == [0]
+    assert not (tmp_path / "t" / "address_only" / "seed1").exists()
+    assert "| address only (1 seed only) |" in part["markdown"]
 
 
 def test_diagnostics(model_dir, data_dir):

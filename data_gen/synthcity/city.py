@@ -104,8 +104,8 @@ class SynthCity:
         out = []
         for i in range(len(px)):
             style = self.style_at(px[i], py[i], district)
-            hue = (style.hue + style.hue_spread * 2 * (fh[i] - 0.5) + 0.03 * (j[i] - 0.5)) % 1.0
-            light = float(np.clip(style.light + 0.3 * (fl[i] - 0.5) + 0.08 * (j[i] - 0.5), 0.15, 0.9))
+            hue = (style.hue + style.hue_spread * 2 * (fh[i] - 0.5) + 0.08 * (j[i] - 0.5)) % 1.0
+            light = float(np.clip(style.light + 0.3 * (fl[i] - 0.5) + 0.12 * (j[i] - 0.5), 0.15, 0.9))
             sat = float(np.clip(style.sat * (0.6 + 0.8 * fs[i]), 0.0, 1.0))
             lo, hi = style.storeys
             storeys = int(round(lo + (hi - lo) * (0.7 * fz[i] + 0.3 * j[i])))

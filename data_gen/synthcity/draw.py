@@ -29,7 +29,7 @@ TIMES_OF_DAY = {
     "day": ("in daylight", (90, 150, 225), (185, 215, 240), 1.0, 0.0),
     "overcast": ("on an overcast day", (150, 155, 165), (200, 202, 205), 0.85, 0.0),
     "dusk": ("at dusk", (70, 60, 120), (240, 150, 90), 0.6, 0.35),
-    "night": ("at night", (10, 12, 35), (35, 35, 60), 0.3, 0.6),
+    "night": ("at night", (10, 12, 35), (35, 35, 60), 0.45, 0.6),
 }
 WEATHER_PHRASE = {"clear": "", "rain": "in the rain", "fog": "in fog", "snow": "in snow"}
 
@@ -351,7 +351,7 @@ def _weather(img: Image.Image, d, weather: str, rng) -> Image.Image:
             d.point((x, y), fill=(245, 245, 250))
     elif weather == "fog":
         arr = np.asarray(img, dtype=np.float32)
-        a = rng.uniform(0.35, 0.6)
+        a = rng.uniform(0.25, 0.45)
         img = Image.fromarray((arr * (1 - a) + 200.0 * a).astype(np.uint8))
     return img
 

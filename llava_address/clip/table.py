@@ -1,8 +1,11 @@
-"""The comparison table: zero-shot, address-only, AddressCLIP full, w/o L_semantic, w/o L_geo.
+"""The comparison table: baselines beside zero-shot, address-only, AddressCLIP full and ablations.
 
 Every variant trains from the same base config on the same data, budget and seeds; only loss
 switches differ. Each (variant, seed) run writes ``result.json`` and is skipped when it exists,
-so an interrupted table resumes. Output: ``table.json`` (all runs + mean ± std) and ``table.md``.
+so an interrupted table resumes. Beside them, on the same images (`llava_address.clip.baselines`):
+chance, raw-pixel 1-NN and k-NN, caption-only lookup (computed once, ``baselines.json``) and a
+k-NN over the image embeddings of one trained variant (per seed, ``embedding_knn_of``).
+Output: ``table.json`` (all runs + mean ± std) and ``table.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
+from llava_address.clip.baselines import MODEL_FREE
 from llava_address.common.config import StrictModel, load_config
 from llava_address.common.io import atomic_write_json, atomic_write_text, read_json
 
@@ -41,6 +45,9 @@ class TableConfig(StrictModel):
     overrides: list[str] = Field(default_factory=list, description="applied to every variant (budget)")
     jobs: int = Field(2, ge=1, description="runs in parallel (one torch thread each)")
     variants: list[Variant] = Field(min_length=1)
+    baselines: bool = Field(True, description="add chance, raw-pixel k-NN and caption-only lookup rows")
+    embedding_knn_of: str | None = Field(None, description="variant whose trained image embeddings also "
+                                         "serve a k-NN (k=10) against the training images")
 
 
 def slug(name: str) -> str:
@@ -83,6 +90,11 @@ def _run_one(tc: dict[str, Any], variant: dict[str, Any], seed: int) -> dict[str
         loc = AddressLocator(model, candidates_payload(read_addresses(tc["data"]), cfg.model.prompt))
     for split in tc["splits"]:
         info[split], _ = evaluate_locator(loc, tc["data"], split, progress=False)
+    if variant["train"] and variant["name"] == tc.get("embedding_knn_of"):
+        from llava_address.clip.baselines import embedding_knn
+
+        info["embedding_knn"] = {split: embedding_knn(lambda ims: loc.encode_images(ims).numpy(), tc["data"], split)
+                                 for split in tc["splits"]}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(done, info)
     return info
@@ -107,23 +119,67 @@ def table_markdown(summary: dict[str, Any], split: str, seeds: list[int], n_imag
     head = "| variant | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = []
     for name, v in summary.items():
+        n = len(v[split][COLUMNS[0]]["values"])
+        if 1 < len(seeds) != n and not (n == 1 and name in MODEL_FREE):
+            name = f"{name} ({n} seed{'s' if n > 1 else ''} only)"
         cells = []
         for k in COLUMNS:
-            m, s = v[split][k]["mean"], v[split][k]["std"]
-            cells.append(f"{m:.0f} ± {s:.0f}" if "error" in k else f"{100 * m:.1f} ± {100 * s:.1f}")
+            m, s, one = v[split][k]["mean"], v[split][k]["std"], len(v[split][k]["values"]) == 1
+            if "error" in k:
+                cells.append(f"{m:.0f}" if one else f"{m:.0f} ± {s:.0f}")
+            else:
+                cells.append(f"{100 * m:.1f}" if one else f"{100 * m:.1f} ± {100 * s:.1f}")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     imgs = f", {n_images} images" if n_images else ""
-    return (f"#### split: {split} (mean ± std over seeds {seeds}{imgs}; accuracies in %, errors in m)\n\n"
+    return (f"#### split: {split} (mean ± std over seeds {seeds}{imgs}; accuracies in %, errors in m; "
+            "rows without ± are deterministic baselines)\n\n"
             + head + "\n".join(rows) + "\n")
 
 
-def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> dict[str, Any]:
+def embedding_knn_name(variant: str) -> str:
+    return f"image-embedding k-NN ({variant}, k=10)"
+
+
+def _baseline_runs(tc: TableConfig, out: Path) -> list[dict[str, Any]]:
+    """Model-free baselines (deterministic: one 'run' each), cached in baselines.json."""
+    if not tc.baselines:
+        return []
+    from llava_address.clip.baselines import run_baselines
+
+    path = out / "baselines.json"
+    cached = read_json(path) if path.is_file() else {}
+    if cached.get("data") != str(tc.data) or set(cached.get("splits", [])) != set(tc.splits):
+        per_split = {sp: run_baselines(tc.data, sp) for sp in tc.splits}
+        cached = {"data": str(tc.data), "splits": list(tc.splits), "metrics": per_split}
+        atomic_write_json(path, cached)
+    names = list(cached["metrics"][tc.splits[0]])
+    return [{"variant": n, "seed": None, **{sp: cached["metrics"][sp][n] for sp in tc.splits}} for n in names]
+
+
+def _embedding_knn_runs(runs: list[dict[str, Any]], of: str | None) -> list[dict[str, Any]]:
+    return [{"variant": embedding_knn_name(of), "seed": r["seed"], **r["embedding_knn"]}
+            for r in runs if of and r["variant"] == of and "embedding_knn" in r]
+
+
+def _finished(tc: TableConfig, v: Variant, seed: int) -> bool:
+    return (Path(tc.output_dir) / slug(v.name) / f"seed{seed}" / "result.json").is_file()
+
+
+def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | None = None,
+              finished_only: bool = False) -> dict[str, Any]:
+    """Train/evaluate every (variant, seed) and write the table. ``finished_only``: train nothing,
+    tabulate the runs that already finished (rows name their seed count when it is short)."""
     tc = load_config(config, TableConfig, overrides)
     if seeds:
         tc.seeds = list(seeds)
     out = Path(tc.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(v.model_dump(), s) for s in tc.seeds for v in tc.variants]
+    # variant-major in config order: list the variants that matter most first, so an interrupted
+    # table has all seeds of those (finished runs are reused by the next call)
+    jobs = [(v.model_dump(), s) for v in tc.variants for s in tc.seeds
+            if not finished_only or not v.train or _finished(tc, v, s)]
+    if not jobs:
+        raise ValueError(f"no finished runs under {out}")
     tcd = tc.model_dump()
     if tc.jobs == 1:
         runs = [_run_one(tcd, v, s) for v, s in jobs]
@@ -135,8 +191,9 @@ def run_table(config: str | Path, overrides: list[str] = (), seeds: list[int] | 
                 runs.append(f.result())
                 log.info("done %s seed %s: test SSA-1 %.3f", runs[-1]["variant"], runs[-1]["seed"],
                          runs[-1][tc.splits[0]]["SSA-1"])
-    summary = summarise(runs, tc.splits)
+    runs_all = [*_baseline_runs(tc, out), *runs, *_embedding_knn_runs(runs, tc.embedding_knn_of)]
+    summary = summarise(runs_all, tc.splits)
     md = "\n".join(table_markdown(summary, sp, tc.seeds, int(runs[0][sp]["n_images"])) for sp in tc.splits)
-    atomic_write_json(out / "table.json", {"config": tcd, "summary": summary, "runs": runs})
+    atomic_write_json(out / "table.json", {"config": tcd, "summary": summary, "runs": runs_all})
     atomic_write_text(out / "table.md", md)
     return {"summary": summary, "markdown": md, "runs": runs}
