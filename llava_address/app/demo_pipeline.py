@@ -297,6 +297,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [f"stage time total: {summary['stage_seconds_total']:.1f}s; "
               f"this run: {summary['wall_seconds_this_run']:.1f}s",
               "", "artefacts:"]
-    lines += [f"  {k:<16}{v}" for k, v in summary["artifacts"].items()]
-    lines.append(f"  {'summary':<16}{Path(summary['out_dir']) / SUMMARY_FILE}")
+    width = max([len(k) for k in summary["artifacts"]] + [len("summary")]) + 2
+    lines += [f"  {k:<{width}}{v}" for k, v in summary["artifacts"].items()]
+    lines.append(f"  {'summary':<{width}}{Path(summary['out_dir']) / SUMMARY_FILE}")
     return "\n".join(lines)
