@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = run_demo(cfg, args.out, fresh=args.fresh, only=tuple(args.only))
-    except (FileNotFoundError, ValueError, ConfigError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, ConfigError) as exc:
         logging.error("demo stopped: %s", exc)
         return 1
     print(format_summary(summary))

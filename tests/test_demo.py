@@ -57,6 +57,20 @@ def test_stage_runner_reuses_reruns_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_demo_refuses_a_users_folder_as_out(tmp_path):
+    """Stages delete their sub-folders: a non-empty folder without stages/ is never used (or touched)."""
+    from llava_address.common.io import NotOurFolderError
+
+    own = tmp_path / "photos"
+    (own / "clip").mkdir(parents=True)
+    (own / "clip" / "mine.jpg").write_bytes(b"user data")
+    for fresh in (False, True):
+        with pytest.raises(NotOurFolderError, match="not a llava-address run folder"):
+            StageRunner(own, fresh=fresh)
+    assert (own / "clip" / "mine.jpg").read_bytes() == b"user data" and not (own / "stages").exists()
+    assert StageRunner(tmp_path / "empty").marker_dir.is_dir()  # new folders are fine
+
+
 def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
     main, out = _demo_main(), tmp_path / "demo"
     args = ["--config", str(REPO / "configs/demo_ci.yaml"), "--out", str(out)]

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from llava_address.common.io import atomic_write_json, read_json
+from llava_address.common.io import NotOurFolderError, atomic_write_json, read_json
 
 __all__ = ["StageOutput", "Stage", "StageRunner", "fingerprint"]
 
@@ -63,6 +63,10 @@ class StageRunner:
     def __init__(self, out_dir: str | Path, fresh: bool = False):
         self.out = Path(out_dir)
         self.marker_dir = self.out / "stages"
+        if self.out.is_dir() and any(self.out.iterdir()) and not self.marker_dir.is_dir():
+            # stages delete and rewrite their sub-folders: never inside a folder the user owns
+            raise NotOurFolderError(f"{self.out} is a non-empty folder that is not a llava-address run folder "
+                                    "(no stages/ inside): choose a new or empty --out")
         self.marker_dir.mkdir(parents=True, exist_ok=True)
         self.fresh = fresh
         self.records: dict[str, dict[str, Any]] = {}
