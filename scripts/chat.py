@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--grounded", action="store_true",
                     help="candidate-grounded: the first question carries the AddressCLIP candidates")
+    ap.add_argument("--constrained", action="store_true",
+                    help="the first answer names a real address: one of the candidates with --grounded, "
+                         "else one of the checkpoint's sub-streets")
     ap.add_argument("--max-question-chars", type=int, default=MAX_QUESTION_CHARS,
                     help="longer questions get a message instead of a run")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -94,6 +97,9 @@ def _repl(session: ChatSession) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.constrained and args.candidates < 1:
+        print("error: --constrained needs AddressCLIP candidates (--candidates 1 or more)", file=sys.stderr)
+        return 2
     if args.question is not None:  # checked before minutes of model loading
         try:
             args.question = check_question(args.question, args.max_question_chars) if args.question else ""
@@ -117,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         assistant = load_assistant(model, device, dtype)
         locator = load_locator(clip, device, device_and_dtype(args, clip)[1]) if args.candidates > 0 else None
         session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens,
-                              max_question_chars=args.max_question_chars, grounded=args.grounded)
+                              max_question_chars=args.max_question_chars, grounded=args.grounded,
+                              constrained=args.constrained)
         session.set_image(image)
     except (ImageInputError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -116,6 +116,25 @@ def test_session_history_streaming_and_limits(app, tmp_path):
         tight.set_image(noise_photo(tmp_path / "big.png", size=64))
 
 
+def test_constrained_first_answer_is_a_real_address(app, vocab, chat_main, tmp_path, capsys):
+    """--constrained: the (random tiny) model's first answer names exactly one allowed address."""
+    from llava_address.app.chat_session import ChatSession, load_assistant, load_locator
+    from llava_address.llava.generate import CONSTRAINED_ANSWER
+
+    assistant, locator = load_assistant(app.llava), load_locator(app.clip)
+    for grounded in (False, True):
+        session = ChatSession(assistant, locator, k=3, max_new_tokens=4, grounded=grounded, constrained=True)
+        cands = session.set_image(noise_photo(tmp_path / "p.png"))
+        allowed = [a for a, _ in cands] if grounded else list(vocab.sub_street)
+        assert session.allowed_addresses() == allowed
+        answer = session.ask("Where was this photo taken?")  # 4 tokens asked: never cut short
+        assert answer in {CONSTRAINED_ANSWER.format(address=a) for a in allowed}
+        assert session.allowed_addresses() is None  # follow-ups are free text
+    assert chat_main(_args(app, noise_photo(tmp_path / "q.png"), "--constrained", "--candidates", "0",
+                           "--question", "Where?")) == 2
+    assert "--constrained needs AddressCLIP candidates" in capsys.readouterr().err
+
+
 def test_map_highlights_predicted_sub_street(app, vocab):
     from llava_address.app.map_view import load_network_map
 

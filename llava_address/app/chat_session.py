@@ -198,9 +198,11 @@ class ChatSession:
     def __init__(self, assistant: Assistant, locator: Locator | None = None, k: int = 5,
                  max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES,
                  max_question_chars: int = MAX_QUESTION_CHARS, max_side: int | None = SESSION_MAX_SIDE,
-                 grounded: bool = False):
+                 grounded: bool = False, constrained: bool = False):
         self.assistant = assistant
         self.grounded = grounded  # first question carries the candidates (data_gen.qa.prompt), as in training
+        # the first answer names a real address: one of the candidates (grounded) or of all sub-streets
+        self.constrained = constrained
         self.max_side = max_side
         self.max_question_chars = max_question_chars
         self._specials = _special_strings(_tokenizer_of(assistant))
@@ -295,10 +297,24 @@ class ChatSession:
         safe = [(neutralise_markers(q, self._specials), a) for q, a in self.history]
         return neutralise_markers(question, self._specials), safe
 
+    def allowed_addresses(self) -> list[str] | None:
+        """What constrained decoding may answer on this turn (None: free text)."""
+        if not self.constrained or self.history:
+            return None
+        if self.grounded:
+            allowed = [a for a, _ in self.candidates]
+        else:
+            allowed = list(getattr(self.locator, "default_candidates", None) or [a for a, _ in self.candidates])
+        if not allowed:
+            raise ValueError("constrained answers need AddressCLIP candidates: give --clip and --candidates > 0")
+        return allowed
+
     def _answer(self, question: str, streamer: Any) -> str:
+        allowed = self.allowed_addresses()
         question, history = self.prompt_turns(question)
+        kw = {} if allowed is None else {"allowed_addresses": allowed}
         return self.assistant.answer(self.image, question, history=history,
-                                     max_new_tokens=self.max_new_tokens, streamer=streamer)
+                                     max_new_tokens=self.max_new_tokens, streamer=streamer, **kw)
 
     def _run(self, question: str, streamer: Any, result: dict[str, Any]) -> None:
         try:

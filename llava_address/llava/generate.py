@@ -115,11 +115,19 @@ class LlavaAddressAssistant:
 
     @torch.inference_mode()
     def answer(self, image: Any, question: str, history: Sequence[tuple[str, str]] | None = None,
-               max_new_tokens: int = 64, streamer: Any = None) -> str:
-        """Greedy answer to ``question`` after ``history`` [(question, answer), ...] about ``image``."""
+               max_new_tokens: int = 64, streamer: Any = None,
+               allowed_addresses: Sequence[str] | None = None) -> str:
+        """Greedy answer to ``question`` after ``history`` [(question, answer), ...] about ``image``.
+
+        ``allowed_addresses``: the answer is ``CONSTRAINED_ANSWER`` with one of them (a real address).
+        """
         im = _as_image(image)
         inputs = self._inputs([im], [history_to_messages(im, question, history)])
-        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
+        kw: dict[str, Any] = {}
+        if allowed_addresses is not None:
+            kw["prefix_allowed_tokens_fn"], longest = self._constraint([allowed_addresses], inputs["input_ids"].shape[1])
+            max_new_tokens = max(max_new_tokens, longest)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer, **kw)
         new = out[0, inputs["input_ids"].shape[1]:]
         return self.processor.decode(new, skip_special_tokens=True).strip()
 
