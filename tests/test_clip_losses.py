@@ -146,7 +146,13 @@ def test_two_ranks_gathered_loss_equals_single_process(tmp_path):
     out, batch = _batch()
     full = AddressCLIPLoss(LossConfig())(out, batch)
     full["loss"].backward()
-    mp.spawn(distributed_loss_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    try:
+        mp.spawn(distributed_loss_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    except mp.ProcessExitedException as exc:
+        # gloo can abort in its own teardown after both ranks saved their results (torch, not our
+        # code); a worker that died before saving still fails here, and the values are checked below
+        if exc.signal_name != "SIGABRT" or not all((tmp_path / f"rank{r}.pt").is_file() for r in range(2)):
+            raise
     for r in range(2):
         res = torch.load(tmp_path / f"rank{r}.pt")
         assert res["loss"] == pytest.approx(full["loss"].item(), rel=1e-5)

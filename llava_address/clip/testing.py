@@ -8,6 +8,7 @@ pattern, so location is learnable in a few dozen steps. Written through ``write_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,6 @@ def distributed_loss_worker(rank: int, world: int, out_dir: str) -> None:
         dist.barrier()  # no rank tears gloo down while the other still has work in flight (SIGABRT seen in CI)
     finally:
         dist.destroy_process_group()
+    # gloo's C++ teardown at interpreter exit can still abort ("terminate called without an active
+    # exception", seen twice in CI after the results were saved): leave without running destructors
+    os._exit(0)
