@@ -145,26 +145,16 @@ def _resume_state(out: Path) -> Path | None:
     Raises CheckpointError (one line naming the broken file and the flag) when states exist but none
     loads, or when the run's tokenizer (rebuilt from ``tokenizer/`` on resume) is broken.
     """
-    from llava_address.common.checkpoint_files import CheckpointError, folder_problem
+    from llava_address.common.checkpoint_files import CheckpointError, first_usable, folder_problem
 
     hint = "run without --resume to start fresh (scripts/demo.py: --fresh)"
-    broken = []
-    for d in (out / "state", out / "state.prev"):
-        if not d.is_dir():
-            continue
-        problem = folder_problem(d, STATE_FILES)
-        if problem is None:
-            for f, why in broken:
-                log.warning("saved state %s is unusable (%s: %s): resuming from %s instead", f.parent, f, why, d)
-            tok = folder_problem(out / "tokenizer") if (out / "tokenizer").is_dir() else None
-            if tok is not None:
-                raise CheckpointError(f"cannot resume: {tok[0]} is unusable ({tok[1]}); {hint}")
-            return d
-        broken.append(problem)
-    if broken:
-        f, why = broken[0]
-        raise CheckpointError(f"cannot resume: {f} is unusable ({why}) and no older state loads; {hint}")
-    return None
+    states = [d for d in (out / "state", out / "state.prev") if d.is_dir()]
+    state = first_usable(states, lambda d: folder_problem(d, STATE_FILES), "state", hint)
+    if state is not None and (out / "tokenizer").is_dir():
+        tok = folder_problem(out / "tokenizer")
+        if tok is not None:
+            raise CheckpointError(f"cannot resume: {tok[0]} is unusable ({tok[1]}); {hint}")
+    return state
 
 
 def _evaluate(acc: Accelerator, model: AddressCLIP, cfg: AddressCLIPConfig, data_dir: Path, cands: dict,

@@ -9,12 +9,16 @@ central directory (written last, so a killed save or a truncated copy fails), JS
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
+from typing import Callable, Iterable
 
 from safetensors import safe_open
 
-__all__ = ["CheckpointError", "file_problem", "folder_problem"]
+__all__ = ["CheckpointError", "file_problem", "folder_problem", "first_usable"]
+
+log = logging.getLogger(__name__)
 
 _TORCH_ZIP = (".pt", ".pth", ".bin", ".pkl")
 
@@ -48,4 +52,25 @@ def folder_problem(folder: Path, required: tuple[str, ...] = ()) -> tuple[Path, 
         reason = file_problem(f)
         if reason:
             return f, reason
+    return None
+
+
+def first_usable(candidates: Iterable[Path], problem: Callable[[Path], tuple[Path, str] | None], what: str,
+                 hint: str) -> Path | None:
+    """The first candidate (give them newest first) with no ``problem``; falls back past broken ones.
+
+    None when there is no candidate; :class:`CheckpointError` naming the newest broken file (and
+    ``hint``, the flag to start fresh) when there are some and none is usable.
+    """
+    broken: list[tuple[Path, str]] = []
+    for cand in candidates:
+        found = problem(cand)
+        if found is None:
+            for f, why in broken:
+                log.warning("unusable %s file %s (%s): resuming from %s instead", what, f, why, cand)
+            return cand
+        broken.append(found)
+    if broken:
+        f, why = broken[0]
+        raise CheckpointError(f"cannot resume: {f} is unusable ({why}) and no older {what} loads; {hint}")
     return None

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from llava_address.common.checkpoint_files import CheckpointError, folder_problem
+from llava_address.common.checkpoint_files import CheckpointError, first_usable, folder_problem
 
 __all__ = ["CheckpointError", "FRESH_HINT", "checkpoint_problem", "find_resume_checkpoint",
            "load_model_weights", "load_adapter_weights", "load_checkpoint_weights", "verify_restored"]
@@ -57,19 +57,7 @@ def find_resume_checkpoint(stage_dir: Path) -> Path | None:
     None when there is no checkpoint at all; :class:`CheckpointError` when there are some and none
     is usable (the message names the newest broken file).
     """
-    ckpts = _checkpoints(stage_dir)
-    broken: list[tuple[Path, str]] = []
-    for ckpt in ckpts:
-        problem = checkpoint_problem(ckpt)
-        if problem is None:
-            for f, why in broken:
-                log.warning("unusable checkpoint file %s (%s): resuming from %s instead", f, why, ckpt)
-            return ckpt
-        broken.append(problem)
-    if broken:
-        f, why = broken[0]
-        raise CheckpointError(f"cannot resume: {f} is unusable ({why}) and no older checkpoint loads; {FRESH_HINT}")
-    return None
+    return first_usable(_checkpoints(stage_dir), checkpoint_problem, "checkpoint", FRESH_HINT)
 
 
 def _native_names(model: torch.nn.Module) -> dict[str, str]:
