@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llava_address.clip.locator import AddressLocator
-from llava_address.clip.topk import FAST_MIN_CANDIDATES, exact_top_k
+from llava_address.clip.topk import FAST_MIN_CANDIDATES, exact_top_k, logsumexp_
 
 N, D, K = FAST_MIN_CANDIDATES + 4_000, 128, 5
 
@@ -75,7 +75,7 @@ def test_fast_top_k_agrees_with_exact_search(kind, batch):
     gen = torch.Generator().manual_seed(0 if kind == "random" else 1)
     cands = _random(gen) if kind == "random" else _clustered(gen)
     loc = _locator()
-    _check_against_exact(loc, cands, _queries(cands, batch, gen), p_rtol=2e-3 if kind == "random" else 2e-2)
+    _check_against_exact(loc, cands, _queries(cands, batch, gen), p_rtol=2e-3 if kind == "random" else 1e-2)
     assert [v[1].kind for v in loc._indexes._items.values()] == ["int8"]  # auto chose the shortlist at this size
 
 
@@ -120,3 +120,13 @@ def test_locate_uses_the_fast_path_with_the_same_answers(monkeypatch):
     assert [[n for n, _ in r] for r in got] == [[names[j] for j in row] for row in e_i.tolist()]
     torch.testing.assert_close(torch.tensor([[p for _, p in r] for r in got]), e_p, rtol=1e-4, atol=1e-9)
     assert loc._indexes._items
+
+
+def test_logsumexp_matches_torch_on_logits_that_underflow():
+    """Scale-100 logits: most exp terms are float32 denormals; the clamped sum still equals torch's."""
+    gen = torch.Generator().manual_seed(4)
+    logits = 100 * F.normalize(torch.randn(8, D, generator=gen), dim=-1) @ _random(gen).t()
+    ref = torch.logsumexp(logits.double(), dim=-1, keepdim=True)
+    got = logsumexp_(logits.clone())
+    assert got.shape == (8, 1)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-5)
