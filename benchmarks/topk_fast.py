@@ -1,7 +1,7 @@
 """python benchmarks/topk_fast.py [--n 100000] [--dim 512] [--threads 2] [--reps 20] [--alternatives]
 
 Top-5 over N normalised candidate embeddings with THE product's method, ``AddressLocator.top_k``:
-``search="exact"`` (fp32 brute force) against ``search="auto"`` (above 20k candidates: int8
+``search="exact"`` (fp32 brute force) against ``search="auto"`` (from 10M matrix elements, e.g. 20k candidates at 512-d: int8
 shortlist + exact fp32 re-rank, ``llava_address/clip/topk.py``). One query and batches of 64:
 ms per image, in one run with the methods interleaved rep by rep (the machine is shared, so load
 hits all alike); recall@5 against exact search, share of identical top-5 lists, and the largest
@@ -24,6 +24,24 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def scale_only_locator(**kw):
+    """An AddressLocator over precomputed embeddings: top_k needs only the model's logit scale (100, CLIP's max)."""
+    import torch
+    from torch import nn
+
+    from llava_address.clip.locator import AddressLocator
+
+    class ScaleOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_scale = nn.Parameter(torch.tensor(math.log(100.0)))
+
+        def logit_scale(self):
+            return self.log_scale.exp()
+
+    return AddressLocator(ScaleOnly(), {}, **kw)
 
 
 def _interleaved(fns: dict, reps: int) -> dict[str, float]:
@@ -123,20 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alternatives", action="store_true", help="also time the raw fp16/bf16/int8/faiss products")
     args = ap.parse_args(argv)
     import torch
-    from torch import nn
-
-    from llava_address.clip.locator import AddressLocator
-
-    class ScaleOnly(nn.Module):  # top_k needs only the model's logit scale (CLIP's maximum, 100)
-        def __init__(self):
-            super().__init__()
-            self.log_scale = nn.Parameter(torch.tensor(math.log(100.0)))
-
-        def logit_scale(self):
-            return self.log_scale.exp()
 
     torch.set_num_threads(args.threads)
-    loc = AddressLocator(ScaleOnly(), {})
+    loc = scale_only_locator()
     gen = torch.Generator().manual_seed(0)
     print(f"top-5 over {args.n:,} candidates at {args.dim}-d, {args.threads} threads, AddressLocator.top_k "
           f"(load average at start {os.getloadavg()[0]:.1f}: the machine is shared)\n")

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=0, help="AddressCLIP top-K in the question (0: plain mode)")
     p.add_argument("--clip", default=None, help="AddressCLIP model dir (needed with --candidates)")
     p.add_argument("--clip-search", default="auto", choices=("auto", "exact", "fast"),
-                   help="AddressCLIP top-K search: auto (half-precision shortlist + exact re-rank from 20k "
-                        "candidates on, else exact), exact (always fp32 brute force), fast")
+                   help="AddressCLIP top-K search: auto (int8 shortlist + exact fp32 re-rank from 10M "
+                        "candidate-matrix elements on, e.g. 20k at 512-d; else exact), exact (always fp32), fast")
     p.add_argument("--constrained", action="store_true",
                    help="constrain the answer to the listed candidates (plain mode: to every sub-street)")
     p.add_argument("--out", default=None, help="write metrics + per-image answers to this JSON")

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from llava_address.clip.locator import AddressLocator
-from llava_address.clip.topk import FAST_MIN_CANDIDATES, exact_top_k, logsumexp_
+from llava_address.clip.topk import FAST_MIN_ELEMENTS, exact_top_k, logsumexp_
 
-N, D, K = FAST_MIN_CANDIDATES + 4_000, 128, 5
+D, K = 256, 5
+N = FAST_MIN_ELEMENTS // D + 1_000   # just above the auto threshold
 
 
 class _ScaleOnly(nn.Module):

@@ -7,9 +7,10 @@ given, compare across images and, calibrated, say how often the top answer is ri
 ``answer()`` adds the coarse-to-fine address and a lat/lon with radius (``answers.py``).
 Candidate text embeddings are cached in memory keyed by a hash of the list (and
 on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too).
-``top_k`` is exact fp32 search below ``FAST_MIN_CANDIDATES`` (20k) candidates and an int8
-shortlist re-ranked in fp32 above it (``topk.py``: same items and scores as exact search except in
-rare near-ties); ``search="exact"`` (``locate.py --exact-search``) forces exact search.
+``top_k`` is exact fp32 search for small candidate matrices and, from ``FAST_MIN_ELEMENTS``
+(10M: 20k candidates at 512-d) on, an int8 shortlist re-ranked in fp32 (``topk.py``: the same
+items and logits as exact search except in rare near-ties); ``search="exact"``
+(``eval_llava.py --clip-search exact``) forces exact search.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from PIL import Image
 from llava_address.clip.calibration import load_calibration
 from llava_address.clip.checkpoint import CANDIDATES_FILE
 from llava_address.clip.model import AddressCLIP
-from llava_address.clip.topk import FAST_MIN_CANDIDATES, SEARCH_MODES, IndexCache, SearchMode, exact_top_k
+from llava_address.clip.topk import FAST_MIN_ELEMENTS, SEARCH_MODES, IndexCache, SearchMode, exact_top_k
 from llava_address.common.images import load_image
 from llava_address.common.io import read_json
 
@@ -215,12 +216,12 @@ class AddressLocator:
 
         ``search`` (default: the locator's): "exact" is one fp32 matmul + topk + logsumexp; "fast"
         a reduced-precision shortlist re-ranked in fp32 (``topk.ShortlistIndex``); "auto" is fast
-        from ``FAST_MIN_CANDIDATES`` candidates on.
+        from ``FAST_MIN_ELEMENTS`` matrix elements (candidates × dim) on.
         """
         mode = search or self.search
         if mode not in SEARCH_MODES:
             raise ValueError(f"search must be one of {SEARCH_MODES}, got {mode!r}")
-        if mode == "exact" or (mode == "auto" and text_embeds.shape[0] < FAST_MIN_CANDIDATES):
+        if mode == "exact" or (mode == "auto" and text_embeds.numel() < FAST_MIN_ELEMENTS):
             return exact_top_k(image_embeds, text_embeds, self.scale, k)
         device = self.device if self.device.type == "cuda" else text_embeds.device
         return self._indexes.get(text_embeds, device).top_k(image_embeds, self.scale, k)
