@@ -8,7 +8,7 @@ ViT 4 layers × 192 (patch 16, 4 heads), text 4 × 128 (4 heads), 48 positions, 
 quick-GELU, batch 64. Differences that remain and are reported: open_clip's tokenizer has a
 49,408-token vocabulary (ours is trained on the dataset's texts) and its synthetic data is one
 image re-augmented, while ours decodes real files. AddressCLIP is timed with its address loss
-only (the same work as CLIP's loss) and with all three losses (semantic text is a second text batch),
+only (in-batch negatives, ``loss.address_negatives=batch``: the same work as CLIP's loss) and with all three losses (semantic text is a second text batch),
 and, for the record of what ``AddressCLIP.encode_texts_together`` gained, with all three losses on
 the previous text path.
 The machine is shared, so the trainers are interleaved: ``--rounds`` rounds, each running
@@ -81,6 +81,7 @@ def run_addressclip(work: Path, data: Path, steps: int, threads: int, all_losses
     over = [f"model.tiny.{k}={v}" for k, v in ARCH.items()]
     over += [f"train.batch_size={BATCH}", f"train.max_steps={steps}", "train.eval_every=0", "train.log_every=1",
              "train.save_every=100000", f"train.torch_threads={threads}", "train.warmup_steps=2",
+             "loss.address_negatives=batch",   # CLIP's in-batch loss: the same work as open_clip's
              f"data.dataset_dir={data}"]
     if not all_losses:
         over += ["loss.use_semantic=false", "loss.use_geo=false"]

@@ -41,9 +41,11 @@ def setup():
 
 
 def _old_forward(model, batch):
-    return {"image_embeds": model.encode_image(batch["pixel_values"]), "logit_scale": model.logit_scale(),
-            "address_embeds": model.encode_text(batch["address_input_ids"], batch["address_attention_mask"]),
-            "semantic_embeds": model.encode_text(batch["semantic_input_ids"], batch["semantic_attention_mask"])}
+    out = {"image_embeds": model.encode_image(batch["pixel_values"]), "logit_scale": model.logit_scale()}
+    for name in ("vocab", "address", "semantic"):
+        if f"{name}_input_ids" in batch:
+            out[f"{name}_embeds"] = model.encode_text(batch[f"{name}_input_ids"], batch[f"{name}_attention_mask"])
+    return out
 
 
 def _old_pairwise(lat, lon):
@@ -59,10 +61,15 @@ def _loss_and_grads(model, loss_fn, forward, batch):
             {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
 
 
-def test_new_step_matches_old_losses_and_gradients(setup, monkeypatch):
+@pytest.mark.parametrize("negatives", ["batch", "vocabulary"])
+def test_new_step_matches_old_losses_and_gradients(setup, monkeypatch, negatives):
     cfg, model, batch = setup
     model.train()
-    loss_fn = AddressCLIPLoss(cfg.loss)
+    if negatives == "vocabulary":   # every candidate address instead of the batch's address texts
+        vt = model.tokenize(STREETS)
+        batch = {k: v for k, v in batch.items() if not k.startswith("address_") or k == "address_ids"}
+        batch.update(vocab_input_ids=vt["input_ids"], vocab_attention_mask=vt["attention_mask"])
+    loss_fn = AddressCLIPLoss(cfg.loss.model_copy(update={"address_negatives": negatives}))
     inputs = {k: v for k, v in batch.items() if "input_ids" in k or "mask" in k or k == "pixel_values"}
     new_parts, new_grads = _loss_and_grads(model, loss_fn, lambda b: model(**inputs), batch)
     with monkeypatch.context() as m:

@@ -120,7 +120,8 @@ class AddressCLIP(nn.Module):
         """``[encode_text(ids, mask) for ids, mask in batches]``, with less text-tower work; same math.
 
         Why: a training step encodes two text batches, addresses (~7 tokens, the same sub-street
-        several times per batch) and caption + address (~35 tokens, padded to the longest, ~46).
+        several times per batch, or every candidate address once with ``address_negatives=vocabulary``)
+        and caption + address (~35 tokens, padded to the longest, ~46).
         Here identical texts are encoded once (a repeated row's gradient adds up through the index,
         as it would through separate rows), and all texts are sorted by length into at most
         ``MAX_TEXT_GROUPS`` groups, each padded only to its own longest. With right padding, a causal
@@ -165,11 +166,13 @@ class AddressCLIP(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, address_input_ids: torch.Tensor | None = None,
                 address_attention_mask: torch.Tensor | None = None, semantic_input_ids: torch.Tensor | None = None,
-                semantic_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                semantic_attention_mask: torch.Tensor | None = None, vocab_input_ids: torch.Tensor | None = None,
+                vocab_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = {"image_embeds": self.encode_image(pixel_values), "logit_scale": self.logit_scale()}
-        texts = {name: (ids, mask) for name, ids, mask in (("address_embeds", address_input_ids, address_attention_mask),
-                                                           ("semantic_embeds", semantic_input_ids, semantic_attention_mask))
-                 if ids is not None}
+        texts = {name: (ids, mask) for name, ids, mask in (
+            ("vocab_embeds", vocab_input_ids, vocab_attention_mask),   # every candidate (address_negatives=vocabulary)
+            ("address_embeds", address_input_ids, address_attention_mask),
+            ("semantic_embeds", semantic_input_ids, semantic_attention_mask)) if ids is not None}
         out.update(zip(texts, self.encode_texts_together(list(texts.values()))))
         return out
 
