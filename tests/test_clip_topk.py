@@ -88,7 +88,7 @@ def test_auto_is_exact_below_threshold_and_search_option_forces_a_mode():
     exact = exact_top_k(q, small, loc.scale, K)
     for got in (loc.top_k(q, small, K), _locator(search="exact").top_k(q, small, K)):
         assert torch.equal(got[0], exact[0]) and torch.equal(got[1], exact[1])
-    assert not loc._indexes._items  # no half-precision copy was made
+    assert not loc._indexes._items  # no int8 copy was made
     forced = _locator(search="fast")
     _check_against_exact(forced, small, q, p_rtol=2e-3)
     assert forced._indexes._items

@@ -21,7 +21,6 @@ small copy errors then partly add up instead of averaging out). ``search="exact"
 
 from __future__ import annotations
 
-import weakref
 from typing import Literal
 
 import torch
@@ -131,19 +130,19 @@ class ShortlistIndex:
 
 
 class IndexCache:
-    """``ShortlistIndex`` per candidate matrix, keyed by the tensor object (a few kept)."""
+    """``ShortlistIndex`` per candidate matrix, keyed by the tensor object; the last ``max_items`` kept
+    (each holds its matrix, so an id cannot be reused by another tensor while it is cached)."""
 
     def __init__(self, max_items: int = 4):
         self.max_items = max_items
-        self._items: dict[int, tuple[weakref.ref, ShortlistIndex]] = {}
+        self._items: dict[int, tuple[torch.Tensor, ShortlistIndex]] = {}
 
     def get(self, text_embeds: torch.Tensor, device: torch.device | str | None = None) -> ShortlistIndex:
         hit = self._items.get(id(text_embeds))
-        if hit is not None and hit[0]() is text_embeds:
+        if hit is not None and hit[0] is text_embeds:
             return hit[1]
-        index = ShortlistIndex(text_embeds, device)
-        self._items = {key: v for key, v in self._items.items() if v[0]() is not None}
         while len(self._items) >= self.max_items:
             self._items.pop(next(iter(self._items)))
-        self._items[id(text_embeds)] = (weakref.ref(text_embeds), index)
+        index = ShortlistIndex(text_embeds, device)
+        self._items[id(text_embeds)] = (text_embeds, index)
         return index
