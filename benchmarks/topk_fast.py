@@ -1,9 +1,9 @@
 """python benchmarks/topk_fast.py [--n 100000] [--dim 512] [--threads 2] [--reps 20] [--alternatives]
 
 Top-5 over N normalised candidate embeddings with THE product's method, ``AddressLocator.top_k``:
-``search="exact"`` (fp32 brute force) against ``search="auto"`` (from 10M matrix elements, e.g. 20k candidates at 512-d: int8
-shortlist + exact fp32 re-rank, ``llava_address/clip/topk.py``). One query and batches of 64:
-ms per image, in one run with the methods interleaved rep by rep (the machine is shared, so load
+``search="exact"`` (fp32 brute force) against ``search="auto"`` (from 10M matrix elements, e.g.
+20k candidates at 512-d: int8 shortlist + exact fp32 re-rank, ``llava_address/clip/topk.py``).
+One query and batches of 64: ms per image, in one run with the methods interleaved rep by rep (the machine is shared, so load
 hits all alike); recall@5 against exact search, share of identical top-5 lists, and the largest
 relative probability error. Queries: noisy copies of random candidates (a photo resembles its
 address) and pure random directions; candidates: random, or clustered (many near-ties).
@@ -73,7 +73,8 @@ def _queries(cands, n: int, gen):
     import torch.nn.functional as F
 
     d = cands.shape[1]
-    near = cands[torch.randint(0, len(cands), (n,), generator=gen)] + 0.3 * torch.randn(n, d, generator=gen) / math.sqrt(d)
+    noise = 0.3 * torch.randn(n, d, generator=gen) / math.sqrt(d)
+    near = cands[torch.randint(0, len(cands), (n,), generator=gen)] + noise
     return {"near": F.normalize(near, dim=-1), "random": F.normalize(torch.randn(n, d, generator=gen), dim=-1)}
 
 

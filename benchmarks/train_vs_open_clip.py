@@ -8,9 +8,9 @@ ViT 4 layers × 192 (patch 16, 4 heads), text 4 × 128 (4 heads), 48 positions, 
 quick-GELU, batch 64. Differences that remain and are reported: open_clip's tokenizer has a
 49,408-token vocabulary (ours is trained on the dataset's texts) and its synthetic data is one
 image re-augmented, while ours decodes real files. AddressCLIP is timed with its address loss
-only (in-batch negatives, ``loss.address_negatives=batch``: the same work as CLIP's loss) and with all three losses (semantic text is a second text batch),
-and, for the record of what ``AddressCLIP.encode_texts_together`` gained, with all three losses on
-the previous text path.
+only (in-batch negatives, ``loss.address_negatives=batch``: the same work as CLIP's loss) and with
+all three losses (semantic text is a second text batch), and, for the record of what
+``AddressCLIP.encode_texts_together`` gained, with all three losses on the previous text path.
 The machine is shared, so the trainers are interleaved: ``--rounds`` rounds, each running
 every trainer for ``--steps`` steps, in a rotated order. Throughput = median over every logged
 window (after each run's first, warm-up window) of images / wall second; the ratio range is over

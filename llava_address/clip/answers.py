@@ -185,7 +185,8 @@ def calibration_markdown(m: dict[str, float], payload: dict[str, Any], split: st
             ("answered", f"{m['answered']:.3f}"),
             ("coverage sub-street / street / district / none",
              " / ".join(f"{m[f'coverage_{lv}']:.2f}" for lv in (*LEVELS, "none"))),
-            (f"val: most photos any cut could answer at ≥ {payload['level_target']:.0%} right, sub-street / street / district",
+            (f"val: most photos any cut could answer at ≥ {payload['level_target']:.0%} right, "
+             "sub-street / street / district",
              " / ".join(f"{m.get(f'val_coverage_ceiling_{lv}', float('nan')):.2f}" for lv in LEVELS))]
     rows += [(f"{lv} top-1 accuracy", f"{m[f'{lv}_accuracy']:.3f}") for lv in LEVELS if f"{lv}_accuracy" in m]
     for rule in ("midpoint", "knn"):

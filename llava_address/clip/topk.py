@@ -25,8 +25,8 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SEARCH_MODES", "FAST_MIN_ELEMENTS", "SearchMode", "exact_top_k", "logsumexp_", "ShortlistIndex", "IndexCache",
-           "shortlist_size"]
+__all__ = ["SEARCH_MODES", "FAST_MIN_ELEMENTS", "SearchMode", "exact_top_k", "logsumexp_", "ShortlistIndex",
+           "IndexCache", "shortlist_size"]
 
 SearchMode = Literal["auto", "exact", "fast"]
 SEARCH_MODES = ("auto", "exact", "fast")
