@@ -3,8 +3,8 @@
 Top-5 over N normalised candidate embeddings with THE product's method, ``AddressLocator.top_k``:
 ``search="exact"`` (fp32 brute force) against ``search="auto"`` (from 10M matrix elements, e.g.
 20k candidates at 512-d: int8 shortlist + exact fp32 re-rank, ``llava_address/clip/topk.py``).
-One query and batches of 64: ms per image, in one run with the methods interleaved rep by rep (the machine is shared, so load
-hits all alike); recall@5 against exact search, share of identical top-5 lists, and the largest
+One query and batches of 64: ms per image, in one run with the methods interleaved rep by rep
+(the machine is shared, so load hits all alike); recall@5 against exact search, share of identical top-5 lists, and the largest
 relative probability error. Queries: noisy copies of random candidates (a photo resembles its
 address) and pure random directions; candidates: random, or clustered (many near-ties).
 ``--alternatives`` also times the raw reduced-precision products that were considered
