@@ -1,7 +1,7 @@
 """python benchmarks/retrieval.py [--threads 2] [--steps 5]
 
 Speed of AddressCLIP inference and training on this machine:
-1. top-5 retrieval (AddressLocator.top_k: matmul + topk + logsumexp) over 1k / 10k / 100k random
+1. exact top-5 retrieval (AddressLocator.top_k, search="exact": matmul + topk + logsumexp) over 1k / 10k / 100k random
    normalised candidate embeddings, at the tiny model's width and at 512-d, batch 1 and 64: ms/image;
 2. training images/s of the tiny configs (forward + 3 losses + backward + AdamW, synthetic batch).
 """
@@ -34,14 +34,9 @@ def retrieval_table(dims: list[int], reps: int) -> list[str]:
     import torch
     import torch.nn.functional as F
 
-    from llava_address.clip.locator import AddressLocator
+    from benchmarks.topk_fast import scale_only_locator
 
-    class _Scale(torch.nn.Module):  # AddressLocator.top_k needs only logit_scale()
-        def logit_scale(self):
-            return torch.tensor(100.0)
-
-    loc = AddressLocator.__new__(AddressLocator)
-    loc.model = _Scale()
+    loc = scale_only_locator(search="exact")  # this table is the exact fp32 path; topk_fast.py compares both
     rows = ["| dim | candidates | batch | ms / image |", "|---|---|---|---|"]
     for d in dims:
         for n in (1_000, 10_000, 100_000):

@@ -1,4 +1,4 @@
-"""python benchmarks/train_vs_open_clip.py [--data data/synthcity_helsinki] [--steps 30] [--threads 2]
+"""python benchmarks/train_vs_open_clip.py [--data data/synthcity_helsinki] [--steps 12] [--rounds 3] [--threads 2]
 
 Training images/s of AddressCLIP's trainer (llava_address.clip.train, accelerate, real images
 decoded from the dataset) against open_clip's own trainer (``open_clip_train.main``,
@@ -8,8 +8,13 @@ ViT 4 layers × 192 (patch 16, 4 heads), text 4 × 128 (4 heads), 48 positions, 
 quick-GELU, batch 64. Differences that remain and are reported: open_clip's tokenizer has a
 49,408-token vocabulary (ours is trained on the dataset's texts) and its synthetic data is one
 image re-augmented, while ours decodes real files. AddressCLIP is timed with its address loss
-only (the same work as CLIP's loss) and with all three losses (semantic text is a second text batch).
-Throughput = median over logged windows after the first (warm-up) of images / wall second.
+only (in-batch negatives, ``loss.address_negatives=batch``: the same work as CLIP's loss) and with
+all three losses (semantic text is a second text batch), and, for the record of what
+``AddressCLIP.encode_texts_together`` gained, with all three losses on the previous text path.
+The machine is shared, so the trainers are interleaved: ``--rounds`` rounds, each running
+every trainer for ``--steps`` steps, in a rotated order. Throughput = median over every logged
+window (after each run's first, warm-up window) of images / wall second; the ratio range is over
+rounds (each round's ratio of medians).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def open_clip_config() -> dict:
                          "heads": ARCH["text_heads"], "layers": ARCH["text_layers"]}}
 
 
-def run_open_clip(work: Path, steps: int, threads: int) -> float:
+def run_open_clip(work: Path, steps: int, threads: int) -> list[float]:
     import open_clip
     import torch
     from open_clip_train.main import main as oc_main
@@ -60,45 +65,70 @@ def run_open_clip(work: Path, steps: int, threads: int) -> float:
     rates = [float(x) for x in re.findall(r"([0-9.]+)/s/gpu", log)]
     if len(rates) < 3:
         raise RuntimeError(f"open_clip logged {len(rates)} throughput lines; see {work}/oc_logs/bench/out.log")
-    return statistics.median(rates[1:])
+    return rates[1:]
 
 
-def run_addressclip(work: Path, data: Path, steps: int, threads: int, all_losses: bool) -> float:
+def run_addressclip(work: Path, data: Path, steps: int, threads: int, all_losses: bool,
+                    separate_texts: bool = False) -> list[float]:
+    """``separate_texts``: the text path before ``encode_texts_together`` (one text-tower call per text
+    batch, every row encoded), patched in for this run only, to measure what the change gained."""
+    from unittest import mock
+
     from llava_address.clip.config import load_clip_config
+    from llava_address.clip.model import AddressCLIP
     from llava_address.clip.train import train
 
     over = [f"model.tiny.{k}={v}" for k, v in ARCH.items()]
-    over += [f"train.batch_size={BATCH}", f"train.max_steps={steps}", "train.eval_every=0", "train.log_every=2",
+    over += [f"train.batch_size={BATCH}", f"train.max_steps={steps}", "train.eval_every=0", "train.log_every=1",
              "train.save_every=100000", f"train.torch_threads={threads}", "train.warmup_steps=2",
+             "loss.address_negatives=batch",   # CLIP's in-batch loss: the same work as open_clip's
              f"data.dataset_dir={data}"]
     if not all_losses:
         over += ["loss.use_semantic=false", "loss.use_geo=false"]
     cfg = load_clip_config(ROOT / "configs/clip/synthcity_tiny.yaml", over)
     out = work / ("ours_full" if all_losses else "ours_address")
-    train(cfg, data, out)
+    old = (lambda self, batches: [self.encode_text(ids, mask) for ids, mask in batches])
+    with mock.patch.object(AddressCLIP, "encode_texts_together", old) if separate_texts else mock.MagicMock():
+        train(cfg, data, out)
     with (out / "log.csv").open() as fh:
         rates = [float(r["images_per_s"]) for r in csv.DictReader(fh)]
-    return statistics.median(rates[1:])
+    return rates[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT / "data/synthcity_helsinki"), help="dataset for AddressCLIP")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=12, help="steps per trainer per round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        oc = run_open_clip(work, args.steps, args.threads)
-        ours_addr = run_addressclip(work, Path(args.data), args.steps, args.threads, all_losses=False)
-        ours_full = run_addressclip(work, Path(args.data), args.steps, args.threads, all_losses=True)
-    print(f"\ntraining throughput, batch {BATCH}, fp32, {args.threads} torch threads, {args.steps} steps each "
-          "(shared machine: other jobs were running)\n")
-    print("| trainer | images / s | vs open_clip |\n|---|---|---|")
-    for name, v in (("open_clip_train.main (synthetic data)", oc),
-                    ("AddressCLIP, address loss only (real images)", ours_addr),
-                    ("AddressCLIP, all three losses (real images)", ours_full)):
-        print(f"| {name} | {v:.0f} | {v / oc:.2f}× |")
+    import shutil
+
+    names = ("open_clip_train.main (synthetic data)", "AddressCLIP, address loss only (real images)",
+             "AddressCLIP, all three losses (real images)",
+             "AddressCLIP, all three losses, previous text path (one call per text batch)")
+    runs = (lambda w: run_open_clip(w, args.steps, args.threads),
+            lambda w: run_addressclip(w, Path(args.data), args.steps, args.threads, all_losses=False),
+            lambda w: run_addressclip(w, Path(args.data), args.steps, args.threads, all_losses=True),
+            lambda w: run_addressclip(w, Path(args.data), args.steps, args.threads, all_losses=True,
+                                      separate_texts=True))
+    rates: list[list[list[float]]] = [[] for _ in names]   # trainer -> round -> window rates
+    load = []
+    for r in range(args.rounds):
+        for i in [(j + r) % len(names) for j in range(len(names))]:   # rotate the order every round
+            with tempfile.TemporaryDirectory() as tmp:
+                load.append(os.getloadavg()[0])
+                rates[i].append(runs[i](Path(tmp)))
+                shutil.rmtree(Path(tmp), ignore_errors=True)
+    med = [statistics.median([x for rnd in tr for x in rnd]) for tr in rates]
+    per_round = [[statistics.median(tr[r]) / statistics.median(rates[0][r]) for r in range(args.rounds)]
+                 for tr in rates]
+    print(f"\ntraining throughput, batch {BATCH}, fp32, {args.threads} torch threads, {args.rounds} interleaved rounds "
+          f"of {args.steps} steps per trainer (load average during the runs {min(load):.1f}-{max(load):.1f}: "
+          "the machine is shared)\n")
+    print("| trainer | images / s | vs open_clip | range over rounds |\n|---|---|---|---|")
+    for name, v, pr in zip(names, med, per_round):
+        print(f"| {name} | {v:.0f} | {v / med[0]:.2f}× | {min(pr):.2f}-{max(pr):.2f}× |")
     return 0
 
 

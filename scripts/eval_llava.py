@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--candidates", type=int, default=0, help="AddressCLIP top-K in the question (0: plain mode)")
     p.add_argument("--clip", default=None, help="AddressCLIP model dir (needed with --candidates)")
+    p.add_argument("--clip-search", default="auto", choices=("auto", "exact", "fast"),
+                   help="AddressCLIP top-K search: auto (int8 shortlist + exact fp32 re-rank from 10M "
+                        "candidate-matrix elements on, e.g. 20k at 512-d; else exact), exact (always fp32), fast")
     p.add_argument("--constrained", action="store_true",
                    help="constrain the answer to the listed candidates (plain mode: to every sub-street)")
     p.add_argument("--out", default=None, help="write metrics + per-image answers to this JSON")
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluate_generative(args.export, args.data, args.split, args.question or DEFAULT_QUESTION,
                                       args.batch_size, args.max_samples, args.max_new_tokens, args.out,
                                       candidates_k=args.candidates, clip_dir=args.clip, constrained=args.constrained,
-                                      device=device, dtype=dtype)
+                                      device=device, dtype=dtype, clip_search=args.clip_search)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -53,6 +53,8 @@ def test_eval_calibrate_writes_calibration_and_reports(calibrated, data):
                 "midpoint_median_error_m", "knn_median_error_m", "knn_within_100m"):
         assert key in m and np.isfinite(m[key]), key
     assert sum(m[f"coverage_{lv}"] for lv in ("sub_street", "street", "district", "none")) == pytest.approx(1.0)
+    assert all(0 <= m[f"val_coverage_ceiling_{lv}"] <= 1 for lv in ("sub_street", "street", "district"))
+    assert "any cut could answer" in (out / "calibration_test.md").read_text()
     for png in ("reliability_test.png", "coverage_test.png"):
         assert (out / png).stat().st_size > 5000
     assert (out / "eval_test.json").is_file()  # the usual evaluation still runs

@@ -130,6 +130,28 @@ def test_choose_threshold_meets_the_target_on_the_data_it_sees(hier):
     assert lower["answered"] >= m["answered"]  # a lower threshold answers more
 
 
+def test_coverage_ceiling_is_the_best_cut_on_the_images_given(hier):
+    from llava_address.clip.hierarchy import coverage_ceiling
+
+    # district North holds A1, A2, B1: its confidence is their sum; C1 has no district
+    p = np.array([[0.7, 0.2, 0.05, 0.05], [0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.75, 0.05], [0.1, 0.1, 0.7, 0.1],
+                  [0.05, 0.05, 0.05, 0.85]])
+    subs = ["A2", "A1", "B1", "C1", "C1"]
+    street_of = {"A1": "A", "A2": "A", "B1": "B", "C1": "C"}
+    truth = {"sub_street": subs, "street": [street_of[s] for s in subs],
+             "district": ["North", "North", "North", "", ""]}
+    c = coverage_ceiling(hier, p, truth, target=0.75)
+    # sub-street, most confident first: C1 .85 right, B1 .75 right, A1 .7 wrong (2/3), B1 .7 wrong, A1 .5 wrong
+    assert c["coverage_ceiling_sub_street"] == pytest.approx(2 / 5)
+    # street: A .9, C .85, A .8, B .75 right, then B .7 wrong: 4/5 right overall
+    assert c["coverage_ceiling_street"] == pytest.approx(1.0)
+    # district North: .95, .95, .9 right, .9 wrong (no district), .15 wrong: 3/4 = .75 still reaches the target
+    assert c["coverage_ceiling_district"] == pytest.approx(4 / 5)
+    strict = coverage_ceiling(hier, p, truth, target=0.9)
+    assert (strict["coverage_ceiling_sub_street"], strict["coverage_ceiling_street"],
+            strict["coverage_ceiling_district"]) == pytest.approx((2 / 5, 4 / 5, 3 / 5))
+
+
 # ---- coordinates --------------------------------------------------------------------------
 def test_one_haversine_helper_everywhere():
     import data_gen.nominatim

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["LEVELS", "Hierarchy", "LevelAnswers", "answer_levels", "level_metrics", "wilson_lower_bound",
-           "choose_threshold"]
+           "choose_threshold", "coverage_ceiling"]
 
 LEVELS = ("sub_street", "street", "district")
 
@@ -155,3 +155,28 @@ def choose_threshold(hier: Hierarchy, probs: np.ndarray, truth: Mapping[str, Seq
     lb = np.array([m["level_aware_accuracy_lower_bound"] for _, m in rows])
     i = int(np.argmax(lb >= target)) if (lb >= target).any() else int(np.argmax(lb))
     return rows[i]
+
+
+def coverage_ceiling(hier: Hierarchy, probs: np.ndarray, truth: Mapping[str, Sequence[str]],
+                     target: float = 0.9) -> dict[str, float]:
+    """Per level: the largest share of these images that could be answered at that level alone with
+    ≥ ``target`` right, answering the most confident first (an oracle cut chosen on these very images).
+
+    Why: it tells a weak model from a defect in the threshold rule. When even this ceiling is a few
+    percent, no threshold can answer more photos at the target accuracy; the model must improve.
+    """
+    agg = hier.aggregate(probs)
+    out = {}
+    for lv in LEVELS:
+        p = agg[lv]
+        if p.shape[1] == 0:
+            out[f"coverage_ceiling_{lv}"] = 0.0
+            continue
+        j = p.argmax(axis=1)
+        names = hier.names(lv)
+        right = np.array([names[k] == t for k, t in zip(j, truth[lv])])
+        order = np.argsort(-p[np.arange(len(p)), j], kind="stable")
+        precision = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+        ok = np.flatnonzero(precision >= target)
+        out[f"coverage_ceiling_{lv}"] = float((ok.max() + 1) / len(p)) if len(ok) else 0.0
+    return out

@@ -6,8 +6,11 @@ the model's own learnt scale, divided by the temperature T fitted on val when th
 given, compare across images and, calibrated, say how often the top answer is right.
 ``answer()`` adds the coarse-to-fine address and a lat/lon with radius (``answers.py``).
 Candidate text embeddings are cached in memory keyed by a hash of the list (and
-on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too);
-top-k is ``torch.topk`` over one matmul, which stays cheap at 100k candidates.
+on disk under ``<model_dir>/candidate_cache/`` when writable, keyed by the weights file too).
+``top_k`` is exact fp32 search for small candidate matrices and, from ``FAST_MIN_ELEMENTS``
+(10M: 20k candidates at 512-d) on, an int8 shortlist re-ranked in fp32 (``topk.py``: the same
+items and logits as exact search except in rare near-ties); ``search="exact"``
+(``eval_llava.py --clip-search exact``) forces exact search.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from PIL import Image
 from llava_address.clip.calibration import load_calibration
 from llava_address.clip.checkpoint import CANDIDATES_FILE
 from llava_address.clip.model import AddressCLIP
+from llava_address.clip.topk import FAST_MIN_ELEMENTS, SEARCH_MODES, IndexCache, SearchMode, exact_top_k
 from llava_address.common.images import load_image
 from llava_address.common.io import read_json
 
@@ -66,7 +70,12 @@ class AddressLocator:
     temperature: float = 1.0   # from calibration.json when the checkpoint has one
 
     def __init__(self, model: AddressCLIP, candidates: dict | None = None, model_dir: Path | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 64, calibration: dict | None = None):
+                 device: str | torch.device = "cpu", batch_size: int = 64, calibration: dict | None = None,
+                 search: SearchMode = "auto"):
+        if search not in SEARCH_MODES:
+            raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
+        self.search = search
+        self._indexes = IndexCache()
         self.model = model.eval().to(device) if hasattr(model, "to") else model
         self.device, self.batch_size = torch.device(device), batch_size
         # pixels follow the weights (bf16 on GPU); the ONNX encoder takes float32
@@ -201,12 +210,21 @@ class AddressLocator:
         vals, idx = self.top_k(self.encode_images(list(images)), self.candidate_embeddings(cands), k)
         return [[(cands[j], p) for p, j in zip(ps, js)] for ps, js in zip(vals.tolist(), idx.tolist())]
 
-    def top_k(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k softmax probabilities and indices without materialising the full softmax:
-        p = exp(logit - logsumexp(logits)); one matmul + topk + logsumexp."""
-        logits = self.scale * (image_embeds @ text_embeds.t())
-        top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
-        return torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True)), top.indices
+    def top_k(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, k: int,
+              search: SearchMode | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k softmax probabilities and indices without materialising the full softmax.
+
+        ``search`` (default: the locator's): "exact" is one fp32 matmul + topk + logsumexp; "fast"
+        a reduced-precision shortlist re-ranked in fp32 (``topk.ShortlistIndex``); "auto" is fast
+        from ``FAST_MIN_ELEMENTS`` matrix elements (candidates × dim) on.
+        """
+        mode = search or self.search
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"search must be one of {SEARCH_MODES}, got {mode!r}")
+        if mode == "exact" or (mode == "auto" and text_embeds.numel() < FAST_MIN_ELEMENTS):
+            return exact_top_k(image_embeds, text_embeds, self.scale, k)
+        device = self.device if self.device.type == "cuda" else text_embeds.device
+        return self._indexes.get(text_embeds, device).top_k(image_embeds, self.scale, k)
 
     # ---- actionable answers ------------------------------------------------------------------
     @property

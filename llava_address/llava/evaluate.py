@@ -98,8 +98,10 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
                         max_new_tokens: int = 48, out_json: str | Path | None = None, candidates_k: int = 0,
                         clip_dir: str | Path | None = None, constrained: bool = False,
                         device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                        ) -> dict[str, Any]:
-    """Score an exported LLaVA on a dataset split; optionally write metrics + per-image answers."""
+                        clip_search: str = "auto") -> dict[str, Any]:
+    """Score an exported LLaVA on a dataset split; optionally write metrics + per-image answers.
+
+    ``clip_search``: the AddressLocator's top-k search ("auto", "exact", "fast"; see ``clip/topk.py``)."""
     from llava_address.llava.generate import LlavaAddressAssistant
 
     if candidates_k > 0 and clip_dir is None:
@@ -120,7 +122,8 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
     if candidates_k > 0:
         from llava_address.clip.locator import AddressLocator
 
-        locator = AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu")
+        locator = AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu",
+                                                 search=clip_search)
         cands = [[(str(a), float(s)) for a, s in c]
                  for c in locator.locate(images, candidates=list(vocab.sub_street), k=candidates_k)]
     answers: list[str] = []
