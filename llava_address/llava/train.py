@@ -3,7 +3,8 @@
 Layout under ``cfg.output_dir``::
 
     base/      the assembled model before training (AddressCLIP tower + LM + fresh projector + processor)
-    stage1/    Trainer checkpoints, projector.safetensors (stage-1 result), run.json
+    stage1/    Trainer checkpoints (projector + optimizer/scheduler/RNG only), projector.safetensors
+               (stage-1 result), run.json
     stage2/    Trainer checkpoints, adapter/ (peft LoRA + projector) or model/ (full fine-tune), run.json
     export/    merged LlavaForConditionalGeneration + processor (loads with no project code)
 
@@ -35,8 +36,9 @@ from llava_address.common.fingerprint import dir_digest, file_digest, json_diges
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
 from llava_address.llava.chat_template import TEMPLATES
-from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, find_resume_checkpoint,
-                                             load_checkpoint_weights, verify_restored)
+from llava_address.llava.checkpoints import (FRESH_HINT, PROJECTOR, PROJECTOR_FILE, CheckpointError,
+                                             find_resume_checkpoint, load_checkpoint_weights, projector_module,
+                                             verify_restored)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
 from llava_address.llava.tokenizer import train_tokenizer
@@ -45,8 +47,6 @@ __all__ = ["PROJECTOR", "prepare_base", "base_inputs", "stage_inputs", "train_st
            "freeze_for_stage", "apply_lora", "load_projector", "StageInputsError"]
 
 log = logging.getLogger(__name__)
-PROJECTOR = "multi_modal_projector"
-PROJECTOR_FILE = "projector.safetensors"
 BASE_INPUTS_FILE = "base_inputs.json"   # in base/: what the base was assembled from
 STAGE_INPUTS_FILE = "inputs.json"       # in stage<N>/: what its checkpoints were trained from
 
@@ -189,8 +189,8 @@ def load_projector(model: LlavaForConditionalGeneration, path: Path) -> None:
 
 
 def _save_projector(model: torch.nn.Module, path: Path, is_main: bool) -> None:
-    proj = dict(model.named_modules())
-    proj = next(m for n, m in proj.items() if n.endswith(PROJECTOR))
+    """The projector's state dict -> ``path`` (all ranks call it: ZeRO-3 gathers its shards)."""
+    _, proj = projector_module(model)
     params = list(proj.parameters())
     ctx = contextlib.nullcontext()
     if hf_ds.is_deepspeed_zero3_enabled():
@@ -205,11 +205,30 @@ def _save_projector(model: torch.nn.Module, path: Path, is_main: bool) -> None:
 
 
 class ProjectorLrTrainer(Trainer):
-    """Trainer whose optimizer gives the projector its own learning rate (LLaVA-1.5 stage 2)."""
+    """Trainer whose optimizer gives the projector its own learning rate (LLaVA-1.5 stage 2).
 
-    def __init__(self, *a: Any, projector_lr: float | None = None, **kw: Any) -> None:
+    ``projector_only`` (stage 1): checkpoints store only the projector (``projector.safetensors``),
+    the one part that trains, like LLaVA's ``mm_projector.bin``; the optimizer, scheduler, RNG and
+    trainer states are saved by the Trainer as usual.
+    """
+
+    def __init__(self, *a: Any, projector_lr: float | None = None, projector_only: bool = False, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.projector_lr = projector_lr
+        self.projector_only = projector_only
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Stage 1: the projector alone (every rank calls this: ZeRO-3 gathers just the projector)."""
+        if not self.projector_only:
+            return super().save_model(output_dir, _internal_call)
+        prefix = projector_module(self.model)[0]
+        others = [n for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith(prefix)]
+        if others:  # they would be lost: a projector-only checkpoint cannot hold them
+            raise RuntimeError(f"projector-only checkpoint, but other parameters train too: {others[:3]}")
+        out = Path(output_dir or self.args.output_dir)
+        if self.args.should_save:
+            out.mkdir(parents=True, exist_ok=True)
+        _save_projector(self.model, out / PROJECTOR_FILE, self.args.should_save)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is not None or self.projector_lr is None:
@@ -473,7 +492,7 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         dataset = _with_extra(dataset, cfg)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length, TEMPLATES[sc.template]),
-                                 projector_lr=sc.projector_lr if stage == 2 else None,
+                                 projector_lr=sc.projector_lr if stage == 2 else None, projector_only=stage == 1,
                                  callbacks=[_StopAfter(stop_after)] if stop_after else None)
     if last:
         trainer.add_callback(_VerifyResumed(last))
