@@ -223,3 +223,35 @@ def test_deepspeed_auto_resolves_bf16_for_the_7b_config(stand, tmp_path):
         ds.trainer_config_process(args)
         assert ds.config["bf16"]["enabled"] is True and ds.config["fp16"]["enabled"] is False, zero
         assert ds.is_zero3() == (zero == "zero3")
+
+
+def test_llava_7b_config_qlora_4bit(stand, tmp_path):
+    """The 7B config with ``stage2.qlora=true``: NF4 LM linears with bf16 compute, fp32 LoRA masters,
+    a bf16 full-precision merge as the export. Stage 2 alone (from the base projector) to save CPU time;
+    the ViT-B/16 stand-in (1 layer) as the tower, which the config names as the alternative."""
+    import bitsandbytes as bnb
+    from transformers import LlavaForConditionalGeneration
+
+    from llava_address.llava.config import load_llava_config
+    from llava_address.llava.train import _load_model, prepare_base
+
+    train_llava = _script("train_llava")
+    out = tmp_path / "qlora"
+    sets = _llava_sets(stand, out, f"model.clip_dir={stand['b16']}", "stage2.qlora=true", "stage2.without_stage1=true")
+    cfg = load_llava_config(CONFIGS / "llava/llava_v15_7b_lora.yaml", sets[1::2])
+    model = _load_model(cfg, 2, cfg.stage2, prepare_base(cfg))
+    four_bit = [m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(four_bit) == 7 and {m.compute_dtype for m in four_bit} == {torch.bfloat16}  # q k v o gate up down
+    assert {m.weight.quant_type for m in four_bit} == {"nf4"}
+    del model
+    assert train_llava.main(["--config", str(CONFIGS / "llava/llava_v15_7b_lora.yaml"), "--stage", "2", *sets]) == 0
+    run = json.loads((out / "stage2" / "run.json").read_text())
+    assert run["qlora"] and run["global_step"] == 1
+    prec = run["precision"]
+    assert prec["linear4bit"] == 7 and prec["autocast"] == "bf16" and prec["deepspeed_bf16"] is None
+    assert prec["trainable"] == prec["optimizer"] == ["float32"]  # LoRA + projector masters in fp32
+    export = out / "export"
+    with safe_open(str(export / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # merged, not 4-bit
+    merged = LlavaForConditionalGeneration.from_pretrained(export)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())

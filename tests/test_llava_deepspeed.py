@@ -43,16 +43,22 @@ def _free_port() -> int:
 _LAUNCHED: dict[tuple, Path] = {}
 
 
-def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: str, extra: tuple[str, ...] = ()) -> Path:
-    """One deepspeed launch of scripts/train_llava.py; the same launch twice in a module runs once."""
-    key = (name, nprocs, zero, tuple(stages), sets, extra)
+def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: str, extra: tuple[str, ...] = (),
+            config: str = "llava_tiny.yaml", base_sets: list[str] | None = None) -> Path:
+    """One deepspeed launch of scripts/train_llava.py; the same launch twice in a module runs once.
+
+    ``base_sets``: the overrides that size the run (default: the tiny config's, for ``dirs``).
+    """
+    key = (name, nprocs, zero, tuple(stages), sets, extra, config)
     if key in _LAUNCHED:
         return _LAUNCHED[key]
     clip, data, root = dirs
     out = root / name
-    overrides = tiny_overrides(clip, data, out) + ["stage1.warmup_ratio=0", "stage2.warmup_ratio=0", *sets]
+    if base_sets is None:
+        base_sets = tiny_overrides(clip, data, out)
+    overrides = base_sets + ["stage1.warmup_ratio=0", "stage2.warmup_ratio=0", *sets]
     cmd = [str(DEEPSPEED), "--num_gpus", str(nprocs), "--master_port", str(_free_port()),
-           str(ROOT / "scripts" / "train_llava.py"), "--config", str(ROOT / "configs/llava/llava_tiny.yaml"),
+           str(ROOT / "scripts" / "train_llava.py"), "--config", str(ROOT / "configs/llava" / config),
            "--deepspeed", str(ROOT / "configs/deepspeed" / f"{zero}.json"), "--stage", *stages, *extra]
     cmd += [a for s in overrides for a in ("--set", s)]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -143,3 +149,60 @@ def test_zero3_two_procs_lora_resume_equals_uninterrupted(dirs):
     ref = _launch(dirs, "z3x2", 2, "zero3", ["1", "2"], "stage2.lora=true")
     _launch(dirs, "z3x2_killed", 2, "zero3", ["1", "2"], "stage2.lora=true", extra=("--stop-after", "1"))
     _assert_close(ref, _launch(dirs, "z3x2_killed", 2, "zero3", ["1", "2"], "stage2.lora=true"))
+
+
+# ---------------------------------------------------------------- the shipped 7B config, bf16
+@pytest.fixture(scope="module")
+def stand7b(dirs):
+    """Stand-ins for the 7B config (tests/standins.py): Vicuna-7B's layout at 1/64 width and one layer,
+    CLIP ViT-B/16 with one layer (the config's ViT-B/16 alternative). Only widths/layers/steps shrink."""
+    import standins
+
+    root = dirs[2] / "standins"
+    return {"vicuna": standins.vicuna_7b(root / "vicuna-7b-v1.5", width=1 / 64),
+            "b16": standins.clip_vitb16(root / "clip-vit-base-patch16", layers=1), "data": dirs[1]}
+
+
+def _sets_7b(stand7b, out: Path) -> list[str]:
+    return [f"output_dir={out}", f"model.clip_dir={stand7b['b16']}", f"model.text={stand7b['vicuna']}",
+            f"data.dataset_dir={stand7b['data']}", "stage1.max_steps=1", "stage2.max_steps=1",
+            "stage1.batch_size=2", "stage2.batch_size=2", "stage1.logging_steps=1", "stage2.logging_steps=1"]
+
+
+def _launch_7b(dirs, stand7b, zero: str, stage: str) -> Path:
+    """The README's 7B recipe: stage 1 under ZeRO-2, then stage 2 (LoRA r128) under ZeRO-3, 2 processes each."""
+    return _launch(dirs, "v15_7b", 2, zero, [stage], config="llava_v15_7b_lora.yaml",
+                   base_sets=_sets_7b(stand7b, dirs[2] / "v15_7b"))
+
+
+def test_7b_config_stage1_zero2_two_procs_bf16(dirs, stand7b):
+    """model.dtype bfloat16 under ZeRO-2: DeepSpeed's bf16 is on, the optimizer holds fp32 masters of the
+    bf16 projector, and the Trainer's checkpoint holds only the projector (DeepSpeed adds its engine files)."""
+    out = _launch_7b(dirs, stand7b, "zero2", "1")
+    run = _run(out, 1)
+    assert run["deepspeed_enabled"] and run["zero_stage"] == 2 and run["world_size"] == 2 and run["global_step"] == 1
+    prec = run["precision"]
+    assert prec["deepspeed_bf16"] is True and prec["deepspeed_fp16"] is False
+    assert prec["trainable"] == ["bfloat16"] and prec["optimizer"] == ["float32"]
+    ckpt = out / "stage1" / "checkpoint-1"
+    proj = load_file(str(ckpt / "projector.safetensors"))
+    assert set(proj) == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
+    assert proj["linear_1.weight"].shape == (64, 768)  # 7B text width / 64, ViT-B/16 features
+    assert not (ckpt / "model.safetensors").exists() and (ckpt / "global_step1").is_dir()
+    torch.testing.assert_close(load_file(str(out / "stage1" / "projector.safetensors")), proj, rtol=0, atol=0)
+
+
+def test_7b_config_stage2_lora_zero3_two_procs_bf16_export(dirs, stand7b):
+    out = _launch_7b(dirs, stand7b, "zero2", "1")
+    out = _launch_7b(dirs, stand7b, "zero3", "2")
+    run = _run(out, 2)
+    assert run["deepspeed_enabled"] and run["zero_stage"] == 3 and run["world_size"] == 2 and run["lora"]
+    prec = run["precision"]
+    assert prec["deepspeed_bf16"] is True and prec["optimizer"] == ["float32"]  # fp32 masters of bf16 LoRA
+    adapter = load_file(str(out / "stage2" / "adapter" / "adapter_model.safetensors"))
+    assert any(v.shape[0] == 128 for k, v in adapter.items() if "lora_A" in k)  # the shipped r128
+    export = out / "export"
+    assert json.loads((export / "config.json").read_text())["dtype"] == "bfloat16"
+    merged = LlavaForConditionalGeneration.from_pretrained(export)
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    assert merged.config.text_config.vocab_size >= 32000 and merged.config.vision_config.patch_size == 16

@@ -44,7 +44,7 @@ from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_t
 from llava_address.llava.tokenizer import train_tokenizer
 
 __all__ = ["PROJECTOR", "prepare_base", "base_inputs", "stage_inputs", "train_stage", "ProjectorLrTrainer",
-           "freeze_for_stage", "apply_lora", "load_projector", "StageInputsError"]
+           "freeze_for_stage", "apply_lora", "load_projector", "precision_in_use", "StageInputsError"]
 
 log = logging.getLogger(__name__)
 BASE_INPUTS_FILE = "base_inputs.json"   # in base/: what the base was assembled from
@@ -512,7 +512,8 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         "losses": {int(h["step"]): h["loss"] for h in trainer.state.log_history if "loss" in h},
         "train_seconds": round(time.time() - t0, 2), "resumed_from": str(last) if last else None,
         "samples": len(dataset), "skipped": dataset.skipped, "trainable_params": trainable,
-        "lora": bool(stage == 2 and sc.lora), "qlora": bool(stage == 2 and sc.qlora), "inputs": inputs,
+        "lora": bool(stage == 2 and sc.lora), "qlora": bool(stage == 2 and sc.qlora),
+        "precision": precision_in_use(trainer), "inputs": inputs,
         "base_inputs": inputs["base_inputs"],
     }
     if stop_after is not None and result.global_step < trainer.state.max_steps:
@@ -543,6 +544,26 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
     if dist.is_initialized():
         dist.barrier()
     return record
+
+
+def precision_in_use(trainer: Trainer) -> dict[str, Any]:
+    """The precision a run really trained in (not what the config asked for), for run.json.
+
+    ``autocast``: accelerate's mixed-precision mode; ``deepspeed_bf16``/``deepspeed_fp16``: the
+    engine's 16-bit mode (None without DeepSpeed); ``trainable``: dtypes of the trainable
+    parameters in the model; ``optimizer``: dtypes of the tensors the optimizer updates, i.e. the
+    master weights (DeepSpeed's ZeRO optimizers hold fp32 partitions of 16-bit parameters);
+    ``linear4bit``: how many bitsandbytes 4-bit linears the model holds (QLoRA).
+    """
+    engine = trainer.deepspeed if trainer.is_deepspeed_enabled else None
+    names = lambda ts: sorted({str(t.dtype).removeprefix("torch.") for t in ts})  # noqa: E731
+    return {"autocast": str(trainer.accelerator.mixed_precision),
+            "deepspeed_bf16": engine.bfloat16_enabled() if engine is not None else None,
+            "deepspeed_fp16": engine.fp16_enabled() if engine is not None else None,
+            "trainable": names(p for p in trainer.model.parameters() if p.requires_grad),
+            "optimizer": names(p for g in trainer.optimizer.param_groups for p in g["params"]),
+            "linear4bit": sum(type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
+                              for m in trainer.model.modules())}  # peft's LoRA wrapper has the same name
 
 
 def _with_extra(dataset: LlavaJsonDataset, cfg: LlavaConfigFile) -> torch.utils.data.ConcatDataset:
