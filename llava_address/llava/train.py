@@ -172,7 +172,10 @@ def apply_lora(model: torch.nn.Module, sc: StageConfig) -> torch.nn.Module:
     keep = [PROJECTOR] + (["vision_tower"] if sc.vision == "unfrozen" else [])
     lcfg = LoraConfig(r=sc.lora_r, lora_alpha=sc.lora_alpha, lora_dropout=sc.lora_dropout,
                       target_modules=target, modules_to_save=keep, task_type="CAUSAL_LM")
-    return get_peft_model(model, lcfg)
+    # peft upcasts 16-bit adapters to fp32 (our fp32 masters under autocast). Under ZeRO-3 the engine
+    # keeps fp32 masters itself and partitions all trainable weights in one dtype: fp32 LoRA beside the
+    # bf16 projector failed DeepSpeed's "one dtype" assertion (7B config, bf16, ZeRO-3).
+    return get_peft_model(model, lcfg, autocast_adapter_dtype=not hf_ds.is_deepspeed_zero3_enabled())
 
 
 def load_projector(model: LlavaForConditionalGeneration, path: Path) -> None:
@@ -561,9 +564,18 @@ def precision_in_use(trainer: Trainer) -> dict[str, Any]:
             "deepspeed_bf16": engine.bfloat16_enabled() if engine is not None else None,
             "deepspeed_fp16": engine.fp16_enabled() if engine is not None else None,
             "trainable": names(p for p in trainer.model.parameters() if p.requires_grad),
-            "optimizer": names(p for g in trainer.optimizer.param_groups for p in g["params"]),
+            "optimizer": names(_master_weights(trainer.optimizer if engine is None else engine.optimizer)),
             "linear4bit": sum(type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
                               for m in trainer.model.modules())}  # peft's LoRA wrapper has the same name
+
+
+def _master_weights(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The tensors an optimizer updates. DeepSpeed's ZeRO optimizers keep them beside their param groups
+    (ZeRO-3 empties its groups between steps)."""
+    for attr in ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups"):  # ZeRO-3, ZeRO-1/2
+        if getattr(opt, attr, None):
+            return list(getattr(opt, attr))
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 def _with_extra(dataset: LlavaJsonDataset, cfg: LlavaConfigFile) -> torch.utils.data.ConcatDataset:
