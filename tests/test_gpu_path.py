@@ -123,6 +123,17 @@ def test_llava_7b_config_vicuna_bf16_stage1_stage2_export_chat(stand, tmp_path, 
     argv = ["--config", str(CONFIGS / "llava/llava_v15_7b_lora.yaml"), *_llava_sets(stand, out)]
     assert train_llava.main([*argv, "--stage", "1", "2"]) == 0
     stage1 = load_file(str(out / "stage1" / "projector.safetensors"))
+    # stage 1's checkpoint: the projector (what trains) + optimizer/scheduler/RNG state, not the frozen 7B
+    ckpt = out / "stage1" / "checkpoint-1"
+    in_ckpt = load_file(str(ckpt / "projector.safetensors"))
+    assert set(in_ckpt) == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
+    assert in_ckpt["linear_1.weight"].shape == (256, 1024) and in_ckpt["linear_1.weight"].dtype == torch.float32
+    proj_bytes = sum(v.numel() * 4 for v in in_ckpt.values())
+    total = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+    assert total < 3 * proj_bytes + 64_000 and total * 10 < (out / "base" / "model.safetensors").stat().st_size
+    for stage in (1, 2):  # autocast bf16 with fp32 master weights, as run.json records what really ran
+        prec = json.loads((out / f"stage{stage}" / "run.json").read_text())["precision"]
+        assert prec["autocast"] == "bf16" and prec["trainable"] == prec["optimizer"] == ["float32"], stage
     adapter = load_file(str(out / "stage2" / "adapter" / "adapter_model.safetensors"))
     # fp32 master weights: what trains is stored in fp32 although model.dtype is bfloat16
     trained = {k: v for k, v in adapter.items() if "lora_" in k or "multi_modal_projector" in k}
