@@ -2,8 +2,10 @@
 
 Each launch costs ~30-60 s (process start + DeepSpeed init), so three launches cover the matrix:
 ZeRO-3 x 2 procs (stage 1 + LoRA stage 2), ZeRO-2 x 2 procs (stage 1 + full stage 2), ZeRO-3 x 1 proc
-(stage 2). run.json records what the Trainer really engaged. Two more launches each check that a
-run killed after step 1 of stage 2 and resumed equals the uninterrupted ZeRO-2 / ZeRO-3 launch.
+(stage 2). run.json records what the Trainer really engaged. More launches check that a run killed
+and resumed equals the uninterrupted launch: ZeRO-2 killed in stage 1 and again in stage 2, ZeRO-3
+killed in stage 2. Two launches run the shipped 7B config (bf16) against stand-ins: stage 1 under
+ZeRO-2, stage 2 LoRA under ZeRO-3, asserting the precision DeepSpeed really used.
 """
 
 from __future__ import annotations
@@ -137,10 +139,21 @@ def _assert_close(ref: Path, out: Path) -> None:
 
 
 def test_zero2_two_procs_resume_equals_uninterrupted(dirs):
+    """Killed in stage 1 (projector-only Trainer checkpoint + DeepSpeed's engine files), then in stage 2."""
     ref = _launch(dirs, "z2x2", 2, "zero2", ["1", "2"], "stage2.lora=false")
+    killed = _launch(dirs, "z2x2_killed", 2, "zero2", ["1"], "stage2.lora=false", extra=("--stop-after", "1"))
+    ckpt = killed / "stage1" / "checkpoint-1"
+    assert (ckpt / "projector.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
     _launch(dirs, "z2x2_killed", 2, "zero2", ["1", "2"], "stage2.lora=false", extra=("--stop-after", "1"))
     out = _launch(dirs, "z2x2_killed", 2, "zero2", ["1", "2"], "stage2.lora=false")
-    assert _run(out, 1)["global_step"] == 2
+    a, b = _run(ref, 1), _run(out, 1)
+    assert b["global_step"] == 2 and b["resumed_from"].endswith("checkpoint-1") and b["steps_this_run"] == 1
+    assert a["losses"].keys() == b["losses"].keys()
+    for k in a["losses"]:
+        assert b["losses"][k] == pytest.approx(a["losses"][k], rel=1e-5, abs=1e-6)
+    pa, pb = (load_file(str(o / "stage1" / "projector.safetensors")) for o in (ref, out))
+    for k in pa:
+        torch.testing.assert_close(pb[k], pa[k], rtol=1e-5, atol=1e-6, msg=k)
     _assert_close(ref, out)
 
 
