@@ -162,6 +162,11 @@ def test_llava_7b_config_vicuna_bf16_stage1_stage2_export_chat(stand, tmp_path, 
     assert chat.main(["--image", str(image), "--export", str(export), "--candidates", "0", "--question",
                       "Where was this photo taken?", "--max-new-tokens", "3", "--device", "auto"]) == 0
     assert "A:" in capsys.readouterr().out
+    # README §3's 7B evaluation command, sized down
+    eval_llava = _script("eval_llava")
+    assert eval_llava.main(["--export", str(export), "--data", str(stand["data"]), "--max-samples", "2",
+                            "--max-new-tokens", "3", "--out", str(tmp_path / "eval.json")]) == 0
+    assert len(json.loads((tmp_path / "eval.json").read_text())["answers"]) == 2
 
 
 def test_precision_in_use_for_bf16_configs(stand, tmp_path):
