@@ -11,8 +11,9 @@ names are mapped with the model's own conversion and every key must match, or
 
 Stage 1 trains only the projector, so its checkpoints hold only ``projector.safetensors`` (the
 projector's own state dict, the layout of ``stage1/projector.safetensors``) beside the optimizer,
-scheduler and RNG states: a 7B stage-1 checkpoint is a few tens of MB instead of ~14 GB. The frozen
-parts are rebuilt from ``base/`` on resume, which is what the stage started from anyway.
+scheduler and RNG states: ~250 MB for 7B with a ViT-L tower (21 M projector parameters and their
+Adam moments) instead of ~14 GB. The frozen parts come from ``base/`` on resume, which is what the
+stage started from anyway. Under DeepSpeed the engine adds its own files (see docs/resume.md).
 
 A checkpoint is usable when every file in it opens (see
 :mod:`llava_address.common.checkpoint_files`); a killed save or a truncated copy is skipped in
