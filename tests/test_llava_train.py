@@ -63,7 +63,7 @@ def test_stage1_changes_only_the_projector(trained_run):
     assert run["trainable_params"] == sum(v.numel() for v in proj.values())
 
 
-def test_projector_only_checkpoint_refuses_other_trainable_parameters(trained_run, fixture_dirs):
+def test_projector_only_checkpoint_refuses_other_trainable_parameters(trained_run):
     """Saving a projector-only checkpoint while the LM also trains would lose the LM's update: an error."""
     model = LlavaForConditionalGeneration.from_pretrained(trained_run / "base")
     freeze_for_stage(model, 2, full_lm=True)
