@@ -235,3 +235,21 @@ def test_logged_images_per_s_leave_out_eval_and_save_time(tmp_path, data_dir, mo
     info = clip_train.train(tiny_cfg("train.max_steps=2", "train.save_every=1"), data_dir, tmp_path / "run")
     seconds = info["images_per_step"] / pd.read_csv(tmp_path / "run" / "log.csv")["images_per_s"]
     assert seconds.iloc[1] < 1.0, list(seconds)  # counted in, step 2 would take > 2 s
+
+
+def test_vocabulary_negatives_train_from_the_whole_candidate_set(tmp_path, data_dir):
+    from llava_address.clip.data import AddressCollator
+    from llava_address.clip.train import train
+    from data_gen.contract import read_addresses
+
+    info = train(tiny_cfg("train.max_steps=3", "loss.address_negatives=vocabulary"), data_dir, tmp_path / "v")
+    log_ = pd.read_csv(tmp_path / "v" / "log.csv")
+    assert info["step"] == 3 and np.isfinite(log_["loss_address"]).all()
+    # the collator sends the whole vocabulary (tokenised once), not the batch's address texts
+    vocab = list(read_addresses(data_dir).sub_street)
+    tok = lambda texts: {"input_ids": torch.tensor([[len(t)] for t in texts])}  # noqa: E731
+    item = {"pixel_values": torch.zeros(3, 4, 4), "address": vocab[1], "address_id": 1, "lat": 0.0, "lon": 0.0,
+            "index": 0, "semantic": "x"}
+    b = AddressCollator(tok, with_semantic=False, vocabulary=vocab)([item, item])
+    assert "address_input_ids" not in b and b["vocab_input_ids"].shape[0] == len(vocab)
+    assert b["address_ids"].tolist() == [1, 1]
