@@ -29,6 +29,16 @@ CONFIGS = ROOT / "configs"
 TEXT_WIDTH = 1 / 16
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """The bf16 runs here leave accelerate's process-wide state in bf16; a later fp32 ``Accelerator``
+    in the same pytest process (README walkthrough's train_clip) would then refuse to start."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="module")
 def stand(tmp_path_factory):
     """The stand-ins, built once per session (~10 s)."""
