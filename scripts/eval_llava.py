@@ -1,5 +1,5 @@
 """python scripts/eval_llava.py --export outputs/llava_tiny/export --data data/synthcity_helsinki [--split test] [--device auto]
-       [--candidates 5 --clip outputs/clip_tiny/final] [--constrained]
+       [--candidates 5 --clip outputs/clip_synthcity_tiny/model] [--constrained]
 python scripts/eval_llava.py --seed-table outputs/seeds/s0 outputs/seeds/s1 outputs/seeds/s2
 
 Generative evaluation of an exported LLaVA: ask where each photo was taken, parse the answer to a

@@ -224,6 +224,19 @@ def test_corrupt_saved_state_falls_back_or_stops_with_one_line(tmp_path, data_di
     assert len(err) == 1 and str(out / "state" / "model.safetensors") in err[0] and "--resume" in err[0]
 
 
+def test_logged_images_per_s_leave_out_eval_and_save_time(tmp_path, data_dir, monkeypatch):
+    """A slow save (here 2 s after step 1) must not lower the logged training throughput of step 2."""
+    import time
+
+    import llava_address.clip.train as clip_train
+
+    real_state = clip_train._save_state
+    monkeypatch.setattr(clip_train, "_save_state", lambda *a, **k: (time.sleep(2.0), real_state(*a, **k))[1])
+    info = clip_train.train(tiny_cfg("train.max_steps=2", "train.save_every=1"), data_dir, tmp_path / "run")
+    seconds = info["images_per_step"] / pd.read_csv(tmp_path / "run" / "log.csv")["images_per_s"]
+    assert seconds.iloc[1] < 1.0, list(seconds)  # counted in, step 2 would take > 2 s
+
+
 def test_vocabulary_negatives_train_from_the_whole_candidate_set(tmp_path, data_dir):
     from llava_address.clip.data import AddressCollator
     from llava_address.clip.train import train

@@ -29,6 +29,16 @@ CONFIGS = ROOT / "configs"
 TEXT_WIDTH = 1 / 16
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """The bf16 runs here leave accelerate's process-wide state in bf16; a later fp32 ``Accelerator``
+    in the same pytest process (README walkthrough's train_clip) would then refuse to start."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="module")
 def stand(tmp_path_factory):
     """The stand-ins, built once per session (~10 s)."""
@@ -123,6 +133,17 @@ def test_llava_7b_config_vicuna_bf16_stage1_stage2_export_chat(stand, tmp_path, 
     argv = ["--config", str(CONFIGS / "llava/llava_v15_7b_lora.yaml"), *_llava_sets(stand, out)]
     assert train_llava.main([*argv, "--stage", "1", "2"]) == 0
     stage1 = load_file(str(out / "stage1" / "projector.safetensors"))
+    # stage 1's checkpoint: the projector (what trains) + optimizer/scheduler/RNG state, not the frozen 7B
+    ckpt = out / "stage1" / "checkpoint-1"
+    in_ckpt = load_file(str(ckpt / "projector.safetensors"))
+    assert set(in_ckpt) == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
+    assert in_ckpt["linear_1.weight"].shape == (256, 1024) and in_ckpt["linear_1.weight"].dtype == torch.float32
+    proj_bytes = sum(v.numel() * 4 for v in in_ckpt.values())
+    total = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+    assert total < 3 * proj_bytes + 64_000 and total * 10 < (out / "base" / "model.safetensors").stat().st_size
+    for stage in (1, 2):  # autocast bf16 with fp32 master weights, as run.json records what really ran
+        prec = json.loads((out / f"stage{stage}" / "run.json").read_text())["precision"]
+        assert prec["autocast"] == "bf16" and prec["trainable"] == prec["optimizer"] == ["float32"], stage
     adapter = load_file(str(out / "stage2" / "adapter" / "adapter_model.safetensors"))
     # fp32 master weights: what trains is stored in fp32 although model.dtype is bfloat16
     trained = {k: v for k, v in adapter.items() if "lora_" in k or "multi_modal_projector" in k}
@@ -151,6 +172,11 @@ def test_llava_7b_config_vicuna_bf16_stage1_stage2_export_chat(stand, tmp_path, 
     assert chat.main(["--image", str(image), "--export", str(export), "--candidates", "0", "--question",
                       "Where was this photo taken?", "--max-new-tokens", "3", "--device", "auto"]) == 0
     assert "A:" in capsys.readouterr().out
+    # README §3's 7B evaluation command, sized down
+    eval_llava = _script("eval_llava")
+    assert eval_llava.main(["--export", str(export), "--data", str(stand["data"]), "--max-samples", "2",
+                            "--max-new-tokens", "3", "--out", str(tmp_path / "eval.json")]) == 0
+    assert len(json.loads((tmp_path / "eval.json").read_text())["answers"]) == 2
 
 
 def test_precision_in_use_for_bf16_configs(stand, tmp_path):
@@ -223,3 +249,35 @@ def test_deepspeed_auto_resolves_bf16_for_the_7b_config(stand, tmp_path):
         ds.trainer_config_process(args)
         assert ds.config["bf16"]["enabled"] is True and ds.config["fp16"]["enabled"] is False, zero
         assert ds.is_zero3() == (zero == "zero3")
+
+
+def test_llava_7b_config_qlora_4bit(stand, tmp_path):
+    """The 7B config with ``stage2.qlora=true``: NF4 LM linears with bf16 compute, fp32 LoRA masters,
+    a bf16 full-precision merge as the export. Stage 2 alone (from the base projector) to save CPU time;
+    the ViT-B/16 stand-in (1 layer) as the tower, which the config names as the alternative."""
+    import bitsandbytes as bnb
+    from transformers import LlavaForConditionalGeneration
+
+    from llava_address.llava.config import load_llava_config
+    from llava_address.llava.train import _load_model, prepare_base
+
+    train_llava = _script("train_llava")
+    out = tmp_path / "qlora"
+    sets = _llava_sets(stand, out, f"model.clip_dir={stand['b16']}", "stage2.qlora=true", "stage2.without_stage1=true")
+    cfg = load_llava_config(CONFIGS / "llava/llava_v15_7b_lora.yaml", sets[1::2])
+    model = _load_model(cfg, 2, cfg.stage2, prepare_base(cfg))
+    four_bit = [m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(four_bit) == 7 and {m.compute_dtype for m in four_bit} == {torch.bfloat16}  # q k v o gate up down
+    assert {m.weight.quant_type for m in four_bit} == {"nf4"}
+    del model
+    assert train_llava.main(["--config", str(CONFIGS / "llava/llava_v15_7b_lora.yaml"), "--stage", "2", *sets]) == 0
+    run = json.loads((out / "stage2" / "run.json").read_text())
+    assert run["qlora"] and run["global_step"] == 1
+    prec = run["precision"]
+    assert prec["linear4bit"] == 7 and prec["autocast"] == "bf16" and prec["deepspeed_bf16"] is None
+    assert prec["trainable"] == prec["optimizer"] == ["float32"]  # LoRA + projector masters in fp32
+    export = out / "export"
+    with safe_open(str(export / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # merged, not 4-bit
+    merged = LlavaForConditionalGeneration.from_pretrained(export)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())

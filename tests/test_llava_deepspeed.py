@@ -2,8 +2,10 @@
 
 Each launch costs ~30-60 s (process start + DeepSpeed init), so three launches cover the matrix:
 ZeRO-3 x 2 procs (stage 1 + LoRA stage 2), ZeRO-2 x 2 procs (stage 1 + full stage 2), ZeRO-3 x 1 proc
-(stage 2). run.json records what the Trainer really engaged. Two more launches each check that a
-run killed after step 1 of stage 2 and resumed equals the uninterrupted ZeRO-2 / ZeRO-3 launch.
+(stage 2). run.json records what the Trainer really engaged. More launches check that a run killed
+and resumed equals the uninterrupted launch: ZeRO-2 killed in stage 1 and again in stage 2, ZeRO-3
+killed in stage 2. Two launches run the shipped 7B config (bf16) against stand-ins: stage 1 under
+ZeRO-2, stage 2 LoRA under ZeRO-3, asserting the precision DeepSpeed really used.
 """
 
 from __future__ import annotations
@@ -43,16 +45,22 @@ def _free_port() -> int:
 _LAUNCHED: dict[tuple, Path] = {}
 
 
-def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: str, extra: tuple[str, ...] = ()) -> Path:
-    """One deepspeed launch of scripts/train_llava.py; the same launch twice in a module runs once."""
-    key = (name, nprocs, zero, tuple(stages), sets, extra)
+def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: str, extra: tuple[str, ...] = (),
+            config: str = "llava_tiny.yaml", base_sets: list[str] | None = None) -> Path:
+    """One deepspeed launch of scripts/train_llava.py; the same launch twice in a module runs once.
+
+    ``base_sets``: the overrides that size the run (default: the tiny config's, for ``dirs``).
+    """
+    key = (name, nprocs, zero, tuple(stages), sets, extra, config)
     if key in _LAUNCHED:
         return _LAUNCHED[key]
     clip, data, root = dirs
     out = root / name
-    overrides = tiny_overrides(clip, data, out) + ["stage1.warmup_ratio=0", "stage2.warmup_ratio=0", *sets]
+    if base_sets is None:
+        base_sets = tiny_overrides(clip, data, out)
+    overrides = base_sets + ["stage1.warmup_ratio=0", "stage2.warmup_ratio=0", *sets]
     cmd = [str(DEEPSPEED), "--num_gpus", str(nprocs), "--master_port", str(_free_port()),
-           str(ROOT / "scripts" / "train_llava.py"), "--config", str(ROOT / "configs/llava/llava_tiny.yaml"),
+           str(ROOT / "scripts" / "train_llava.py"), "--config", str(ROOT / "configs/llava" / config),
            "--deepspeed", str(ROOT / "configs/deepspeed" / f"{zero}.json"), "--stage", *stages, *extra]
     cmd += [a for s in overrides for a in ("--set", s)]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -131,10 +139,21 @@ def _assert_close(ref: Path, out: Path) -> None:
 
 
 def test_zero2_two_procs_resume_equals_uninterrupted(dirs):
+    """Killed in stage 1 (projector-only Trainer checkpoint + DeepSpeed's engine files), then in stage 2."""
     ref = _launch(dirs, "z2x2", 2, "zero2", ["1", "2"], "stage2.lora=false")
+    killed = _launch(dirs, "z2x2_killed", 2, "zero2", ["1"], "stage2.lora=false", extra=("--stop-after", "1"))
+    ckpt = killed / "stage1" / "checkpoint-1"
+    assert (ckpt / "projector.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
     _launch(dirs, "z2x2_killed", 2, "zero2", ["1", "2"], "stage2.lora=false", extra=("--stop-after", "1"))
     out = _launch(dirs, "z2x2_killed", 2, "zero2", ["1", "2"], "stage2.lora=false")
-    assert _run(out, 1)["global_step"] == 2
+    a, b = _run(ref, 1), _run(out, 1)
+    assert b["global_step"] == 2 and b["resumed_from"].endswith("checkpoint-1") and b["steps_this_run"] == 1
+    assert a["losses"].keys() == b["losses"].keys()
+    for k in a["losses"]:
+        assert b["losses"][k] == pytest.approx(a["losses"][k], rel=1e-5, abs=1e-6)
+    pa, pb = (load_file(str(o / "stage1" / "projector.safetensors")) for o in (ref, out))
+    for k in pa:
+        torch.testing.assert_close(pb[k], pa[k], rtol=1e-5, atol=1e-6, msg=k)
     _assert_close(ref, out)
 
 
@@ -143,3 +162,60 @@ def test_zero3_two_procs_lora_resume_equals_uninterrupted(dirs):
     ref = _launch(dirs, "z3x2", 2, "zero3", ["1", "2"], "stage2.lora=true")
     _launch(dirs, "z3x2_killed", 2, "zero3", ["1", "2"], "stage2.lora=true", extra=("--stop-after", "1"))
     _assert_close(ref, _launch(dirs, "z3x2_killed", 2, "zero3", ["1", "2"], "stage2.lora=true"))
+
+
+# ---------------------------------------------------------------- the shipped 7B config, bf16
+@pytest.fixture(scope="module")
+def stand7b(dirs):
+    """Stand-ins for the 7B config (tests/standins.py): Vicuna-7B's layout at 1/64 width and one layer,
+    CLIP ViT-B/16 with one layer (the config's ViT-B/16 alternative). Only widths/layers/steps shrink."""
+    import standins
+
+    root = dirs[2] / "standins"
+    return {"vicuna": standins.vicuna_7b(root / "vicuna-7b-v1.5", width=1 / 64),
+            "b16": standins.clip_vitb16(root / "clip-vit-base-patch16", layers=1), "data": dirs[1]}
+
+
+def _sets_7b(stand7b, out: Path) -> list[str]:
+    return [f"output_dir={out}", f"model.clip_dir={stand7b['b16']}", f"model.text={stand7b['vicuna']}",
+            f"data.dataset_dir={stand7b['data']}", "stage1.max_steps=1", "stage2.max_steps=1",
+            "stage1.batch_size=2", "stage2.batch_size=2", "stage1.logging_steps=1", "stage2.logging_steps=1"]
+
+
+def _launch_7b(dirs, stand7b, zero: str, stage: str) -> Path:
+    """The README's 7B recipe: stage 1 under ZeRO-2, then stage 2 (LoRA r128) under ZeRO-3, 2 processes each."""
+    return _launch(dirs, "v15_7b", 2, zero, [stage], config="llava_v15_7b_lora.yaml",
+                   base_sets=_sets_7b(stand7b, dirs[2] / "v15_7b"))
+
+
+def test_7b_config_stage1_zero2_two_procs_bf16(dirs, stand7b):
+    """model.dtype bfloat16 under ZeRO-2: DeepSpeed's bf16 is on, the optimizer holds fp32 masters of the
+    bf16 projector, and the Trainer's checkpoint holds only the projector (DeepSpeed adds its engine files)."""
+    out = _launch_7b(dirs, stand7b, "zero2", "1")
+    run = _run(out, 1)
+    assert run["deepspeed_enabled"] and run["zero_stage"] == 2 and run["world_size"] == 2 and run["global_step"] == 1
+    prec = run["precision"]
+    assert prec["deepspeed_bf16"] is True and prec["deepspeed_fp16"] is False
+    assert prec["trainable"] == ["bfloat16"] and prec["optimizer"] == ["float32"]
+    ckpt = out / "stage1" / "checkpoint-1"
+    proj = load_file(str(ckpt / "projector.safetensors"))
+    assert set(proj) == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
+    assert proj["linear_1.weight"].shape == (64, 768)  # 7B text width / 64, ViT-B/16 features
+    assert not (ckpt / "model.safetensors").exists() and (ckpt / "global_step1").is_dir()
+    torch.testing.assert_close(load_file(str(out / "stage1" / "projector.safetensors")), proj, rtol=0, atol=0)
+
+
+def test_7b_config_stage2_lora_zero3_two_procs_bf16_export(dirs, stand7b):
+    out = _launch_7b(dirs, stand7b, "zero2", "1")
+    out = _launch_7b(dirs, stand7b, "zero3", "2")
+    run = _run(out, 2)
+    assert run["deepspeed_enabled"] and run["zero_stage"] == 3 and run["world_size"] == 2 and run["lora"]
+    prec = run["precision"]
+    assert prec["deepspeed_bf16"] is True and prec["optimizer"] == ["float32"]  # fp32 masters of bf16 LoRA
+    adapter = load_file(str(out / "stage2" / "adapter" / "adapter_model.safetensors"))
+    assert any(v.shape[0] == 128 for k, v in adapter.items() if "lora_A" in k)  # the shipped r128
+    export = out / "export"
+    assert json.loads((export / "config.json").read_text())["dtype"] == "bfloat16"
+    merged = LlavaForConditionalGeneration.from_pretrained(export)
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    assert merged.config.text_config.vocab_size >= 32000 and merged.config.vision_config.patch_size == 16

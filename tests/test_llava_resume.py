@@ -88,15 +88,32 @@ def reference(env):
     return get
 
 
+def _assert_projector_only(ckpt: Path, base: Path) -> None:
+    """A stage-1 checkpoint: the projector's tensors (names and shapes) plus optimizer state sized for them."""
+    from transformers import LlavaForConditionalGeneration
+
+    proj = LlavaForConditionalGeneration.from_pretrained(base).model.multi_modal_projector.state_dict()
+    saved = _weights(ckpt / "projector.safetensors")
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in proj.items()}
+    assert all(v.dtype == torch.float32 for v in saved.values())  # the fp32 master weights
+    assert not list(ckpt.glob("model*.safetensors")) and not list(ckpt.glob("pytorch_model*"))
+    n_bytes = sum(v.numel() * 4 for v in proj.values())
+    optim = torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
+    assert sum(t.numel() for s in optim.values() for t in s.values() if t.dim()) == 2 * n_bytes // 4  # Adam m, v
+    total = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+    assert total < 3 * n_bytes + 64_000 < (base / "model.safetensors").stat().st_size  # weights + m + v + states
+
+
 @pytest.mark.parametrize("mode", ["full", "lora", "qlora"])
 def test_killed_and_resumed_equals_uninterrupted(env, reference, mode, caplog):
     """Bit-equal weights and per-step losses (plain PyTorch on CPU is deterministic here)."""
     if mode == "qlora":
         pytest.importorskip("bitsandbytes")
     ref, out, sets = reference(mode), _run_dir(env, f"killed_{mode}"), tuple(MODES[mode])
-    if mode == "full":  # stage 1 killed too
+    if mode == "full":  # stage 1 killed too: its checkpoint holds the projector, not the frozen model
         assert _main(env, out, "--stage", "1", "--stop-after", "1", sets=sets) == 0
         assert not (out / "stage1" / "projector.safetensors").exists()
+        _assert_projector_only(out / "stage1" / "checkpoint-1", out / "base")
     assert _main(env, out, "--stage", "1", "2", "--stop-after", "1", sets=sets) == 0
     assert not (out / "export").exists()  # a stopped stage 2 exports nothing
     caplog.clear()
@@ -138,7 +155,7 @@ def test_broken_newest_checkpoint_falls_back_to_the_previous(env, reference, cap
     _assert_same(_weights(ref / "export" / "model.safetensors"), _weights(out / "export" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("victim", ["optimizer.pt", "model.safetensors", "trainer_state.json"])
+@pytest.mark.parametrize("victim", ["optimizer.pt", "projector.safetensors", "trainer_state.json"])
 def test_only_checkpoint_broken_stops_with_one_line(env, victim, capsys):
     out = _run_dir(env, f"broken_{victim}")
     assert _main(env, out, "--stage", "1", "--stop-after", "1") == 0

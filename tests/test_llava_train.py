@@ -46,18 +46,32 @@ def trained_run(fixture_dirs):
 
 
 def test_stage1_changes_only_the_projector(trained_run):
+    """Stage 1's checkpoints hold the projector alone (the only part that trains); it moved from the base."""
     base = load_file(str(trained_run / "base" / "model.safetensors"))
-    after = load_file(str(trained_run / "stage1" / "checkpoint-2" / "model.safetensors"))
-    assert base.keys() == after.keys()
-    changed = {k for k in base if not torch.equal(base[k], after[k])}
-    assert changed and all(PROJECTOR in k for k in changed)
+    ckpt = trained_run / "stage1" / "checkpoint-2"
+    after = load_file(str(ckpt / "projector.safetensors"))
+    assert not (ckpt / "model.safetensors").exists()
+    in_base = {k.split(f"{PROJECTOR}.")[1]: v for k, v in base.items() if PROJECTOR in k}
+    assert after.keys() == in_base.keys() == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
+    changed = {k for k in after if not torch.equal(in_base[k], after[k])}
     assert any("linear_1" in k for k in changed) and any("linear_2" in k for k in changed)
     proj = load_file(str(trained_run / "stage1" / "projector.safetensors"))
     for k, v in proj.items():
-        assert torch.equal(v, after[next(n for n in after if n.endswith(f"{PROJECTOR}.{k}"))])
+        assert torch.equal(v, after[k])
     run = json.loads((trained_run / "stage1" / "run.json").read_text())
     assert run["stage"] == 1 and run["global_step"] == 2 and run["deepspeed_enabled"] is False
     assert run["trainable_params"] == sum(v.numel() for v in proj.values())
+
+
+def test_projector_only_checkpoint_refuses_other_trainable_parameters(trained_run):
+    """Saving a projector-only checkpoint while the LM also trains would lose the LM's update: an error."""
+    model = LlavaForConditionalGeneration.from_pretrained(trained_run / "base")
+    freeze_for_stage(model, 2, full_lm=True)
+    args = TrainingArguments(output_dir=str(trained_run / "refuse"), report_to=[], save_strategy="no")
+    trainer = ProjectorLrTrainer(model=model, args=args, projector_only=True)
+    with pytest.raises(RuntimeError, match="other parameters train too: .*language_model"):
+        trainer.save_model(str(trained_run / "refuse" / "ckpt"))
+    assert not (trained_run / "refuse" / "ckpt" / "projector.safetensors").exists()
 
 
 def test_stage2_lora_step_changes_only_lora_and_projector(trained_run, fixture_dirs):

@@ -9,6 +9,12 @@ keys ...", and a resumed stage went on from the weights it started with. Here a 
 names are mapped with the model's own conversion and every key must match, or
 :class:`CheckpointError` names the file. peft adapters load through peft, checked the same way.
 
+Stage 1 trains only the projector, so its checkpoints hold only ``projector.safetensors`` (the
+projector's own state dict, the layout of ``stage1/projector.safetensors``) beside the optimizer,
+scheduler and RNG states: ~250 MB for 7B with a ViT-L tower (21 M projector parameters and their
+Adam moments) instead of ~14 GB. The frozen parts come from ``base/`` on resume, which is what the
+stage started from anyway. Under DeepSpeed the engine adds its own files (see docs/resume.md).
+
 A checkpoint is usable when every file in it opens (see
 :mod:`llava_address.common.checkpoint_files`); a killed save or a truncated copy is skipped in
 favour of the previous checkpoint, with a warning.
@@ -26,12 +32,15 @@ from safetensors.torch import load_file
 
 from llava_address.common.checkpoint_files import CheckpointError, first_usable, folder_problem
 
-__all__ = ["CheckpointError", "FRESH_HINT", "checkpoint_problem", "find_resume_checkpoint",
-           "load_model_weights", "load_adapter_weights", "load_checkpoint_weights", "verify_restored"]
+__all__ = ["CheckpointError", "FRESH_HINT", "PROJECTOR", "PROJECTOR_FILE", "checkpoint_problem",
+           "find_resume_checkpoint", "projector_module", "load_model_weights", "load_adapter_weights",
+           "load_projector_weights", "load_checkpoint_weights", "verify_restored"]
 
 log = logging.getLogger(__name__)
 FRESH_HINT = "rerun with --no-resume to start this stage fresh (scripts/demo.py: --fresh)"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+PROJECTOR = "multi_modal_projector"
+PROJECTOR_FILE = "projector.safetensors"  # stage 1's checkpoints and result: the projector's state dict
 
 
 def checkpoint_problem(ckpt: Path) -> tuple[Path, str] | None:
@@ -39,7 +48,7 @@ def checkpoint_problem(ckpt: Path) -> tuple[Path, str] | None:
     if not (ckpt / "trainer_state.json").is_file():
         return ckpt / "trainer_state.json", "missing (the save did not finish)"
     weights = [ckpt / n for n in ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-                                  "pytorch_model.bin")]
+                                  "pytorch_model.bin", PROJECTOR_FILE)]
     if not any(w.is_file() for w in weights) and not any(ckpt.glob("global_step*")):
         return ckpt, "no model weights in it"
     return folder_problem(ckpt)
@@ -101,6 +110,25 @@ def load_model_weights(model: torch.nn.Module, ckpt: Path) -> None:
                               f"{FRESH_HINT}")
 
 
+def projector_module(model: torch.nn.Module) -> tuple[str, torch.nn.Module]:
+    """(state-dict prefix, module) of the LLaVA projector inside ``model``."""
+    found = [(n, m) for n, m in model.named_modules() if n.endswith(PROJECTOR)]
+    if len(found) != 1:
+        raise ValueError(f"{type(model).__name__}: expected one {PROJECTOR}, found {[n for n, _ in found]}")
+    return found[0][0] + ".", found[0][1]
+
+
+def load_projector_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    """A projector-only checkpoint (stage 1) -> the projector of ``model``; every key and shape must match."""
+    src = ckpt / PROJECTOR_FILE
+    _, proj = projector_module(model)
+    try:
+        proj.load_state_dict(load_file(str(src)), strict=True)
+    except RuntimeError as exc:  # torch lists missing/unexpected keys and shape mismatches
+        raise CheckpointError(f"{src} does not match the model's projector ({str(exc).splitlines()[0]}); "
+                              f"{FRESH_HINT}") from exc
+
+
 def load_adapter_weights(model: torch.nn.Module, adapter_dir: Path) -> None:
     """peft adapter (LoRA + modules_to_save) -> the active adapter of ``model``; every adapter key must match."""
     from peft import set_peft_model_state_dict
@@ -123,6 +151,8 @@ def load_checkpoint_weights(model: torch.nn.Module, ckpt: Path) -> None:
 
     if isinstance(model, PeftModel):
         load_adapter_weights(model, ckpt)
+    elif (ckpt / PROJECTOR_FILE).is_file():
+        load_projector_weights(model, ckpt)
     else:
         load_model_weights(model, ckpt)
     log.info("loaded weights of %s (every key matched)", ckpt)
@@ -139,6 +169,9 @@ def verify_restored(model: torch.nn.Module, ckpt: Path) -> None:
     if isinstance(model, PeftModel):
         src = ckpt / "adapter_model.safetensors"
         saved, current = load_file(str(src)), get_peft_model_state_dict(model)
+    elif (ckpt / PROJECTOR_FILE).is_file():
+        src, prefix = ckpt / PROJECTOR_FILE, projector_module(model)[0]
+        saved, current = {prefix + k: v for k, v in load_file(str(src)).items()}, model.state_dict()
     else:
         saved, src = _read_weights(ckpt)
         names = _native_names(model)

@@ -3,7 +3,8 @@
 Layout under ``cfg.output_dir``::
 
     base/      the assembled model before training (AddressCLIP tower + LM + fresh projector + processor)
-    stage1/    Trainer checkpoints, projector.safetensors (stage-1 result), run.json
+    stage1/    Trainer checkpoints (projector + optimizer/scheduler/RNG only), projector.safetensors
+               (stage-1 result), run.json
     stage2/    Trainer checkpoints, adapter/ (peft LoRA + projector) or model/ (full fine-tune), run.json
     export/    merged LlavaForConditionalGeneration + processor (loads with no project code)
 
@@ -35,18 +36,17 @@ from llava_address.common.fingerprint import dir_digest, file_digest, json_diges
 from llava_address.common.io import atomic_dir, atomic_write_json, read_json
 from llava_address.llava.build import build_llava
 from llava_address.llava.chat_template import TEMPLATES
-from llava_address.llava.checkpoints import (FRESH_HINT, CheckpointError, find_resume_checkpoint,
-                                             load_checkpoint_weights, verify_restored)
+from llava_address.llava.checkpoints import (FRESH_HINT, PROJECTOR, PROJECTOR_FILE, CheckpointError,
+                                             find_resume_checkpoint, load_checkpoint_weights, projector_module,
+                                             verify_restored)
 from llava_address.llava.config import LlavaConfigFile, StageConfig
 from llava_address.llava.data import LlavaCollator, LlavaJsonDataset, dialogue_texts, read_llava_json
 from llava_address.llava.tokenizer import train_tokenizer
 
 __all__ = ["PROJECTOR", "prepare_base", "base_inputs", "stage_inputs", "train_stage", "ProjectorLrTrainer",
-           "freeze_for_stage", "apply_lora", "load_projector", "StageInputsError"]
+           "freeze_for_stage", "apply_lora", "load_projector", "precision_in_use", "StageInputsError"]
 
 log = logging.getLogger(__name__)
-PROJECTOR = "multi_modal_projector"
-PROJECTOR_FILE = "projector.safetensors"
 BASE_INPUTS_FILE = "base_inputs.json"   # in base/: what the base was assembled from
 STAGE_INPUTS_FILE = "inputs.json"       # in stage<N>/: what its checkpoints were trained from
 
@@ -172,7 +172,10 @@ def apply_lora(model: torch.nn.Module, sc: StageConfig) -> torch.nn.Module:
     keep = [PROJECTOR] + (["vision_tower"] if sc.vision == "unfrozen" else [])
     lcfg = LoraConfig(r=sc.lora_r, lora_alpha=sc.lora_alpha, lora_dropout=sc.lora_dropout,
                       target_modules=target, modules_to_save=keep, task_type="CAUSAL_LM")
-    return get_peft_model(model, lcfg)
+    # peft upcasts 16-bit adapters to fp32 (our fp32 masters under autocast). Under ZeRO-3 the engine
+    # keeps fp32 masters itself and partitions all trainable weights in one dtype: fp32 LoRA beside the
+    # bf16 projector failed DeepSpeed's "one dtype" assertion (7B config, bf16, ZeRO-3).
+    return get_peft_model(model, lcfg, autocast_adapter_dtype=not hf_ds.is_deepspeed_zero3_enabled())
 
 
 def load_projector(model: LlavaForConditionalGeneration, path: Path) -> None:
@@ -189,8 +192,8 @@ def load_projector(model: LlavaForConditionalGeneration, path: Path) -> None:
 
 
 def _save_projector(model: torch.nn.Module, path: Path, is_main: bool) -> None:
-    proj = dict(model.named_modules())
-    proj = next(m for n, m in proj.items() if n.endswith(PROJECTOR))
+    """The projector's state dict -> ``path`` (all ranks call it: ZeRO-3 gathers its shards)."""
+    _, proj = projector_module(model)
     params = list(proj.parameters())
     ctx = contextlib.nullcontext()
     if hf_ds.is_deepspeed_zero3_enabled():
@@ -205,11 +208,30 @@ def _save_projector(model: torch.nn.Module, path: Path, is_main: bool) -> None:
 
 
 class ProjectorLrTrainer(Trainer):
-    """Trainer whose optimizer gives the projector its own learning rate (LLaVA-1.5 stage 2)."""
+    """Trainer whose optimizer gives the projector its own learning rate (LLaVA-1.5 stage 2).
 
-    def __init__(self, *a: Any, projector_lr: float | None = None, **kw: Any) -> None:
+    ``projector_only`` (stage 1): checkpoints store only the projector (``projector.safetensors``),
+    the one part that trains, like LLaVA's ``mm_projector.bin``; the optimizer, scheduler, RNG and
+    trainer states are saved by the Trainer as usual.
+    """
+
+    def __init__(self, *a: Any, projector_lr: float | None = None, projector_only: bool = False, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.projector_lr = projector_lr
+        self.projector_only = projector_only
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Stage 1: the projector alone (every rank calls this: ZeRO-3 gathers just the projector)."""
+        if not self.projector_only:
+            return super().save_model(output_dir, _internal_call)
+        prefix = projector_module(self.model)[0]
+        others = [n for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith(prefix)]
+        if others:  # they would be lost: a projector-only checkpoint cannot hold them
+            raise RuntimeError(f"projector-only checkpoint, but other parameters train too: {others[:3]}")
+        out = Path(output_dir or self.args.output_dir)
+        if self.args.should_save:
+            out.mkdir(parents=True, exist_ok=True)
+        _save_projector(self.model, out / PROJECTOR_FILE, self.args.should_save)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is not None or self.projector_lr is None:
@@ -473,7 +495,7 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         dataset = _with_extra(dataset, cfg)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length, TEMPLATES[sc.template]),
-                                 projector_lr=sc.projector_lr if stage == 2 else None,
+                                 projector_lr=sc.projector_lr if stage == 2 else None, projector_only=stage == 1,
                                  callbacks=[_StopAfter(stop_after)] if stop_after else None)
     if last:
         trainer.add_callback(_VerifyResumed(last))
@@ -493,7 +515,8 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
         "losses": {int(h["step"]): h["loss"] for h in trainer.state.log_history if "loss" in h},
         "train_seconds": round(time.time() - t0, 2), "resumed_from": str(last) if last else None,
         "samples": len(dataset), "skipped": dataset.skipped, "trainable_params": trainable,
-        "lora": bool(stage == 2 and sc.lora), "qlora": bool(stage == 2 and sc.qlora), "inputs": inputs,
+        "lora": bool(stage == 2 and sc.lora), "qlora": bool(stage == 2 and sc.qlora),
+        "precision": precision_in_use(trainer), "inputs": inputs,
         "base_inputs": inputs["base_inputs"],
     }
     if stop_after is not None and result.global_step < trainer.state.max_steps:
@@ -524,6 +547,35 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
     if dist.is_initialized():
         dist.barrier()
     return record
+
+
+def precision_in_use(trainer: Trainer) -> dict[str, Any]:
+    """The precision a run really trained in (not what the config asked for), for run.json.
+
+    ``autocast``: accelerate's mixed-precision mode; ``deepspeed_bf16``/``deepspeed_fp16``: the
+    engine's 16-bit mode (None without DeepSpeed); ``trainable``: dtypes of the trainable
+    parameters in the model; ``optimizer``: dtypes of the tensors the optimizer updates, i.e. the
+    master weights (DeepSpeed's ZeRO optimizers hold fp32 partitions of 16-bit parameters);
+    ``linear4bit``: how many bitsandbytes 4-bit linears the model holds (QLoRA).
+    """
+    engine = trainer.deepspeed if trainer.is_deepspeed_enabled else None
+    names = lambda ts: sorted({str(t.dtype).removeprefix("torch.") for t in ts})  # noqa: E731
+    return {"autocast": str(trainer.accelerator.mixed_precision),
+            "deepspeed_bf16": engine.bfloat16_enabled() if engine is not None else None,
+            "deepspeed_fp16": engine.fp16_enabled() if engine is not None else None,
+            "trainable": names(p for p in trainer.model.parameters() if p.requires_grad),
+            "optimizer": names(_master_weights(trainer.optimizer if engine is None else engine.optimizer)),
+            "linear4bit": sum(type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
+                              for m in trainer.model.modules())}  # peft's LoRA wrapper has the same name
+
+
+def _master_weights(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The tensors an optimizer updates. DeepSpeed's ZeRO optimizers keep them beside their param groups
+    (ZeRO-3 empties its groups between steps)."""
+    for attr in ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups"):  # ZeRO-3, ZeRO-1/2
+        if getattr(opt, attr, None):
+            return list(getattr(opt, attr))
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 def _with_extra(dataset: LlavaJsonDataset, cfg: LlavaConfigFile) -> torch.utils.data.ConcatDataset:
