@@ -245,7 +245,10 @@ SEED_ROWS = (("AddressCLIP", "clip_eval", "SSA-1"),
              ("LLaVA plain, constrained", "llava_eval", "plain_constrained_SSA-1"),
              ("LLaVA grounded (top-5 in prompt)", "llava_eval", "grounded_SSA-1"),
              ("LLaVA grounded, constrained", "llava_eval", "grounded_constrained_SSA-1"),
-             ("LLaVA grounded + AddressCLIP verification", "llava_eval", "grounded_verified_SSA-1"))
+             ("LLaVA grounded + AddressCLIP verification", "llava_eval", "grounded_verified_SSA-1"),
+             ("AddressCLIP top-5 re-ranked by fusion, plain prompt", "llava_eval", "rerank_SSA-1"),
+             ("AddressCLIP top-5 re-ranked by fusion, candidates in prompt", "llava_eval", "grounded_rerank_SSA-1"))
+GOAL_RATIO = 1.05  # issue 11: grounded LLaVA SSA-1 >= 1.05 x AddressCLIP's on every seed
 
 
 def _llava_eval_metrics(demo_out: Path) -> dict[str, float]:
@@ -256,7 +259,7 @@ def _llava_eval_metrics(demo_out: Path) -> dict[str, float]:
     if marker.is_file():
         return read_json(marker)["metrics"]
     out: dict[str, float] = {}
-    for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained"):
+    for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained", "rerank", "grounded_rerank"):
         path = demo_out / "llava_eval" / f"eval_test_{mode}.json"
         if path.is_file():
             pre = "" if mode == "plain" else f"{mode}_"
@@ -289,4 +292,23 @@ def seed_table(demo_outs: Sequence[str | Path]) -> str:
     per_seed = [f"{r['llava_eval'].get('grounded_SSA-1', np.nan) * 100:.1f} vs {r['clip_eval']['SSA-1'] * 100:.1f}"
                 for r in runs]
     lines.append(f"\nper seed, grounded LLaVA vs AddressCLIP SSA-1: {'; '.join(per_seed)}")
+    lines += ["", _per_seed_table(runs, [Path(d).name for d in demo_outs])]
+    return "\n".join(lines)
+
+
+def _per_seed_table(runs: Sequence[dict[str, dict[str, float]]], names: Sequence[str]) -> str:
+    """SSA-1 (%) per run and mode (lambda beside re-ranked rows), and whether a mode beats AddressCLIP
+    by the goal's ratio on every run."""
+    header = "| model (SSA-1, %) | " + " | ".join(names) + f" | >= {GOAL_RATIO:g} x AddressCLIP on every run |"
+    lines = [header, "|---|" + "---|" * (len(names) + 1)]
+    clip = [r["clip_eval"]["SSA-1"] for r in runs]
+    for name, stage, key in SEED_ROWS:
+        vals = [r[stage].get(key, np.nan) for r in runs]
+        cells = []
+        for r, v in zip(runs, vals):
+            lam = r[stage].get(key[: -len("SSA-1")] + "lambda") if key.endswith("rerank_SSA-1") else None
+            cells.append("–" if np.isnan(v) else f"{v * 100:.1f}" + (f" (λ {lam:g})" if lam is not None else ""))
+        goal = "–" if stage == "clip_eval" or np.isnan(vals).any() else (
+            "yes" if all(v >= GOAL_RATIO * c for v, c in zip(vals, clip)) else "no")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
     return "\n".join(lines)
