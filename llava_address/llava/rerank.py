@@ -32,7 +32,7 @@ import torch
 
 from llava_address.common.io import atomic_write_json, read_json
 from llava_address.llava.data import IGNORE_INDEX, LlavaCollator
-from llava_address.llava.generate import CONSTRAINED_ANSWER, _as_image
+from llava_address.llava.generate import CONSTRAINED_ANSWER, as_image
 
 __all__ = ["RERANK_FILE", "LAMBDA_GRID", "CRITERIA", "RerankSettings", "RankedCandidate", "answer_logprobs",
            "fused_scores", "accuracy_curve", "nll_curve", "fit_lambda", "rerank", "save_rerank", "load_rerank"]
@@ -78,7 +78,7 @@ def answer_logprobs(assistant: Any, images: Sequence[Any], questions: Sequence[s
     collator = LlavaCollator(processor, max_length=10**9)  # never cut: an answer past the end is an error below
     rows = []
     for i, (im, q, ans) in enumerate(zip(images, questions, answers)):
-        pil = _as_image(im)
+        pil = as_image(im)
         rows += [(i, {"image": pil, "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
                  for a in ans]
     out: list[list[float]] = [[] for _ in images]
