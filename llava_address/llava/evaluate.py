@@ -195,8 +195,10 @@ def evaluate_rerank(export_dir: str | Path, data_dir: str | Path, clip_dir: str 
         for lo in tqdm(range(0, len(images), batch_size), desc=f"LLaVA re-rank {sp}", unit="batch"):
             part = slice(lo, lo + batch_size)
             answers = [[CONSTRAINED_ANSWER.format(address=a) for a, _ in c] for c in cands[part]]
-            llava += rr.answer_logprobs(assistant, images[part], qs[part], answers, batch_size=batch_size * candidates_k)
-        truth = np.array([next((j for j, (a, _) in enumerate(c) if a == t), -1) for c, t in zip(cands, df["sub_street"])])
+            llava += rr.answer_logprobs(assistant, images[part], qs[part], answers,
+                                        batch_size=batch_size * candidates_k)
+        truth = np.array([next((j for j, (a, _) in enumerate(c) if a == t), -1)
+                          for c, t in zip(cands, df["sub_street"])])
         return df, cands, np.array([[p for _, p in c] for c in cands]), np.array(llava), truth
 
     fit: dict[str, Any] = {"split": None}

@@ -16,8 +16,9 @@ with lambda chosen on the val split (:func:`fit_lambda`): by default the lambda 
 likelihood of the true address under softmax(fused) over the top-k (smooth in lambda), or the one
 with the best val top-1 accuracy (``criterion="accuracy"``; noisier). lambda = 0 is AddressCLIP
 itself (the candidates come best first and ties keep that order); with the accuracy criterion the
-fused model is therefore never worse than AddressCLIP on val. The test figure is whatever it is. The fitted lambda is stored beside the export
-in ``rerank.json`` (one entry per prompt mode), where ``chat.py`` / ``web.py --rerank`` find it.
+fused model is therefore never worse than AddressCLIP on val. The test figure is whatever it is.
+The fitted lambda is stored beside the export in ``rerank.json`` (one entry per prompt mode),
+where ``chat.py`` / ``web.py --rerank`` find it.
 """
 
 from __future__ import annotations
