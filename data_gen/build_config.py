@@ -64,6 +64,9 @@ class RenderConfig(StrictModel):
     seed: int = 0
     n_zones: int = Field(12, ge=1, description="Voronoi style zones (mixed with district styles)")
     field_wavelength_m: tuple[float, float] = Field((250.0, 1000.0), description="smooth-field wavelengths (m)")
+    block_palette: float = Field(0.0, ge=0, le=1, description="strength of each block façade's own palette "
+                                 "(a block = a street piece between intersections, one palette per side; 0: smooth fields only)")
+    block_m: float = Field(60.0, gt=0, description="map cells standing in for blocks where a view has none (m)")
     workers: int = Field(1, ge=1, description="render processes (multiprocessing Pool)")
     jpeg_quality: int = Field(92, ge=50, le=100)
     conditions: dict[Literal["train", "val", "test"], CaptureConditions] = Field(

@@ -208,6 +208,18 @@ def _along(by_name: dict, sub: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.n
     return s
 
 
+def _physical_blocks(cfg: BuildConfig, net: RoadNetwork, df: pd.DataFrame) -> np.ndarray:
+    """The block each camera truly stands on: the piece of its TRUE street between intersections
+    (before any label cleaning), which the renderer gives its own façade palette. Appearance is a
+    property of the place, so it must not depend on the noisy GPS, the vote or sparse-piece merging."""
+    from data_gen.partition import assign_sub_streets, partition_streets
+
+    pieces = partition_streets(net, min_piece_m=cfg.partition.min_piece_m)
+    known = {p.street for p in pieces}
+    street = np.array([s if s in known else "" for s in df.street_true], dtype=object)
+    return assign_sub_streets(pieces, street, df.tx.to_numpy(), df.ty.to_numpy())
+
+
 def _render(cfg: BuildConfig, net: RoadNetwork, df: pd.DataFrame, img_dir: Path) -> tuple[list[str], list[str]]:
     from data_gen.synthcity.render_pool import render_to_files
 
@@ -327,7 +339,7 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
         img_dir = tmp / "images"
         img_dir.mkdir()
         if synth:
-            rel, scene = _render(cfg, net, df, img_dir)
+            rel, scene = _render(cfg, net, df.assign(block=_physical_blocks(cfg, net, df)), img_dir)
         else:
             rel, scene = _copy_photos(cfg, df, img_dir), None
         df["image"] = rel

@@ -214,3 +214,32 @@ def test_geo_form_config_is_checked():
     with pytest.raises(ValidationError, match="geo_form"):
         LossConfig(geo_form="haversine")
     assert AddressCLIPLoss(LossConfig(geo_form="paper")).geo.form == "paper"
+
+
+def test_vocabulary_negatives_rank_every_candidate_and_train_every_address_text():
+    from llava_address.clip.losses import vocabulary_infonce
+
+    out, batch = _batch()
+    g = torch.Generator().manual_seed(1)
+    vocab = F.normalize(torch.randn(5, 8, generator=g), dim=-1).requires_grad_(True)  # 5 addresses, batch uses 0-2
+    out["vocab_embeds"] = vocab
+    parts = AddressCLIPLoss(LossConfig(address_negatives="vocabulary"))(out, batch)
+    logits = 10.0 * out["image_embeds"] @ vocab.t()
+    manual = -(logits.log_softmax(dim=1)[torch.arange(6), batch["address_ids"]]).mean()
+    assert parts["loss_address"].item() == pytest.approx(manual.item(), rel=1e-6)
+    parts["loss"].backward()
+    # addresses 3 and 4 have no image in the batch: still pushed away (in-batch CLIP never sees them)
+    assert (vocab.grad[3:].abs().sum(dim=1) > 0).all()
+    assert out["address_embeds"].grad is None  # the batch's own address texts are not needed
+    # data parallel: ranks holding equal halves each take their local mean; DDP averages the
+    # gradients -> identical to one process on the whole batch (nothing to gather)
+    img = out["image_embeds"].detach()
+    halves = [vocabulary_infonce(img[s], vocab, batch["address_ids"][s], torch.tensor(10.0))
+              for s in (slice(0, 3), slice(3, 6))]
+    full = vocabulary_infonce(img, vocab, batch["address_ids"], torch.tensor(10.0))
+    assert full.item() == pytest.approx(sum(h.item() for h in halves) / 2, rel=1e-6)
+
+
+def test_address_negatives_option_is_validated():
+    with pytest.raises(ValueError, match="address_negatives"):
+        LossConfig(address_negatives="everything")

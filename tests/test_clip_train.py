@@ -222,3 +222,21 @@ def test_corrupt_saved_state_falls_back_or_stops_with_one_line(tmp_path, data_di
     assert _train_clip_main()(argv + [a for s in FAST + sets for a in ("--set", s)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(out / "state" / "model.safetensors") in err[0] and "--resume" in err[0]
+
+
+def test_vocabulary_negatives_train_from_the_whole_candidate_set(tmp_path, data_dir):
+    from llava_address.clip.data import AddressCollator
+    from llava_address.clip.train import train
+    from data_gen.contract import read_addresses
+
+    info = train(tiny_cfg("train.max_steps=3", "loss.address_negatives=vocabulary"), data_dir, tmp_path / "v")
+    log_ = pd.read_csv(tmp_path / "v" / "log.csv")
+    assert info["step"] == 3 and np.isfinite(log_["loss_address"]).all()
+    # the collator sends the whole vocabulary (tokenised once), not the batch's address texts
+    vocab = list(read_addresses(data_dir).sub_street)
+    tok = lambda texts: {"input_ids": torch.tensor([[len(t)] for t in texts])}  # noqa: E731
+    item = {"pixel_values": torch.zeros(3, 4, 4), "address": vocab[1], "address_id": 1, "lat": 0.0, "lon": 0.0,
+            "index": 0, "semantic": "x"}
+    b = AddressCollator(tok, with_semantic=False, vocabulary=vocab)([item, item])
+    assert "address_input_ids" not in b and b["vocab_input_ids"].shape[0] == len(vocab)
+    assert b["address_ids"].tolist() == [1, 1]

@@ -179,3 +179,53 @@ def test_example_pairs_png(tmp_path):
     sub = dict(zip(df.image, df.sub_street))
     assert all(split[t] == "train" and split[q] == "test" and sub[t] == sub[q] for t, q, _ in rows)
     assert Image.open(tmp_path / "pairs.png").size == (2 * 48 + 4, 3 * (48 + 12) + 12)
+
+
+def test_block_facade_key_is_the_same_for_both_way_directions_and_differs_by_side():
+    city = SynthCity(seed=0, bounds=(0, 0, 500, 500), block_palette=1.0)
+    east = city.view(100, 0, 1.0, 0.0, "A St", "residential", block="A St between B St and C St")
+    west = city.view(140, 0, -1.0, 0.0, "A St", "residential", block="A St between B St and C St")
+    north_side, south_side = (120, 9), (120, -9)
+    assert east.facade_key(*north_side) == west.facade_key(*north_side)   # one block drawn both ways
+    assert east.facade_key(*south_side) == west.facade_key(*south_side)
+    assert east.facade_key(*north_side) != east.facade_key(*south_side)
+    other = city.view(100, 0, 1.0, 0.0, "A St", "residential", block="A St between C St and D St")
+    assert other.facade_key(*north_side) != east.facade_key(*north_side)
+    # no block known (imported photos, plain views): a map cell stands in
+    assert city.view(100, 0, 1.0, 0.0, "A St", "residential").facade_key(120, 9).startswith("cell|")
+
+
+def test_block_palette_paints_a_whole_block_facade_and_only_when_asked():
+    plain = SynthCity(seed=0, bounds=(0, 0, 500, 500))
+    city = SynthCity(seed=0, bounds=(0, 0, 500, 500), block_palette=1.0)
+    xs, ys = np.linspace(0, 400, 9), np.full(9, 20.0)
+    keys = ["A St between B St and C St|1"] * 9
+    b = city.buildings(xs, ys, "", keys)
+    assert {(d["hue"], d["light"], d["accent"]) for d in b} == {(b[0]["hue"], b[0]["light"], b[0]["accent"])}
+    assert all("accent" not in d for d in plain.buildings(xs, ys, "", keys))  # strength 0: v2 look
+    # discrete schemes: 12 body hues x 3 lightness levels; many façades use many of them
+    pals = [city.palette(f"S{i}|1") for i in range(300)]
+    assert len({round(p["hue"] * 12) % 12 for p in pals}) == 12
+    assert {p["light"] for p in pals} == {0.32, 0.5, 0.7}
+    half = SynthCity(seed=0, bounds=(0, 0, 500, 500), block_palette=0.5)
+    share = np.mean(["accent" in d for d in half.buildings(np.linspace(0, 2000, 200), np.zeros(200), "",
+                                                           ["S|1"] * 200)])
+    assert 0.3 < share < 0.7   # the strength is the share of a block's lots that wear its palette
+
+
+def test_physical_blocks_come_from_the_true_street_not_the_label():
+    import pandas as pd
+
+    from data_gen.build_config import BuildConfig
+    from data_gen.builder import _physical_blocks
+    from llava_address.common.config import load_config
+
+    ways = [Way(1, "A St", "residential", LineString([(0, 0), (300, 0)])),
+            Way(2, "B St", "residential", LineString([(150, -150), (150, 150)]))]
+    net = RoadNetwork("t", LocalProjection(60.0, 25.0), ways)
+    cfg = load_config("configs/data/tiny.yaml", BuildConfig)
+    df = pd.DataFrame({"tx": [40.0, 260.0, 150.0, 999.0], "ty": [0.0, 0.0, 80.0, 999.0],
+                       "street_true": ["A St", "A St", "B St", ""]})
+    blocks = _physical_blocks(cfg, net, df)
+    assert blocks[0] != blocks[1] and blocks[0].startswith("A St") and blocks[1].startswith("A St")
+    assert blocks[2].startswith("B St") and blocks[3] == ""

@@ -38,6 +38,18 @@ class ViewContext:
     street: str
     highway: str
     district: str
+    block: str = ""  # the physical block (street piece between intersections) the camera stands on
+
+    def facade_key(self, px: float, py: float) -> str:
+        """Which block façade a building point belongs to: the camera's block and the side of the
+        street. The side is taken against a canonical tangent (pointing east, or north), because
+        one block is often several OSM ways drawn in opposite directions. Without a block
+        (photos, tests), a map cell of ``city.block_m`` stands in."""
+        tx, ty = (self.dx, self.dy) if self.dx > 1e-9 or (abs(self.dx) <= 1e-9 and self.dy > 0) else (-self.dx, -self.dy)
+        side = 1 if (px - self.x) * ty - (py - self.y) * tx >= 0 else -1
+        if self.block:
+            return f"{self.block}|{side}"
+        return f"cell|{round(px / self.city.block_m)}|{round(py / self.city.block_m)}"
 
     @property
     def road_width_m(self) -> float:
@@ -52,8 +64,10 @@ class SynthCity:
     """
 
     def __init__(self, seed: int = 0, bounds: tuple[float, float, float, float] = (0, 0, 1500, 1500),
-                 n_zones: int = 12, field_wavelength_m: tuple[float, float] = (250.0, 1000.0)):
+                 n_zones: int = 12, field_wavelength_m: tuple[float, float] = (250.0, 1000.0),
+                 block_m: float = 60.0, block_palette: float = 0.0):
         self.seed = int(seed)
+        self.block_m, self.block_palette = float(block_m), float(block_palette)
         lo, hi = field_wavelength_m
         mk = lambda k: SmoothField(stable_hash(seed, k) % 2**32, 8, lo, hi)  # noqa: E731
         self.f_hue, self.f_light, self.f_height = mk("hue"), mk("light"), mk("height")
@@ -78,9 +92,9 @@ class SynthCity:
         return self.landmarks[idx[np.argsort(-d2[idx])]]
 
     def view(self, x: float, y: float, dx: float, dy: float, street: str, highway: str,
-             district: str = "") -> ViewContext:
+             district: str = "", block: str = "") -> ViewContext:
         n = float(np.hypot(dx, dy)) or 1.0
-        return ViewContext(self, float(x), float(y), dx / n, dy / n, street, highway, district)
+        return ViewContext(self, float(x), float(y), dx / n, dy / n, street, highway, district, block)
 
     def style_at(self, x: float, y: float, district: str = "") -> DistrictStyle:
         """Nearest style-zone centre (Voronoi); a named district's hashed style where the smooth
@@ -96,11 +110,22 @@ class SynthCity:
         """The per-street signage cue (a hue), stable across processes."""
         return hash_unit(self.seed, "sign", street)
 
-    def buildings(self, px: np.ndarray, py: np.ndarray, district: str) -> list[dict]:
-        """Appearance of the buildings at metric points: smooth fields + per-lot jitter (vectorised)."""
+    def palette(self, facade: str) -> dict:
+        """A block façade's own colour scheme: a body colour (12 hues x 3 lightness levels) and a
+        ground-floor plinth colour (8 hues). Discrete, so two blocks differ visibly or not at all,
+        and under every light and weather, the way a row of buildings built together does."""
+        u = lambda k: hash_unit(self.seed, k, facade)  # noqa: E731
+        return {"hue": (int(u("pal_h") * 12) / 12.0 + 0.02 * (u("pal_j") - 0.5)) % 1.0,
+                "light": (0.32, 0.5, 0.7)[int(u("pal_l") * 3)], "sat": 0.6,
+                "accent": ((int(u("pal_a") * 8) + 0.5) / 8.0, 0.45, 0.85)}
+
+    def buildings(self, px: np.ndarray, py: np.ndarray, district: str, facades: list[str] | None = None) -> list[dict]:
+        """Appearance of the buildings at metric points: smooth fields + per-lot jitter + the
+        palette of their block façade (``facades``: one ``ViewContext.facade_key`` per point)."""
         px, py = np.asarray(px, float), np.asarray(py, float)
         j = np.array([hash_unit(self.seed, "lot", round(a / 12.0), round(b / 12.0)) for a, b in zip(px, py)])
         fh, fl, fs, fz = (f(px, py) for f in (self.f_hue, self.f_light, self.f_sat, self.f_height))
+        keys = facades if facades is not None and self.block_palette > 0 else [None] * len(px)
         out = []
         for i in range(len(px)):
             style = self.style_at(px[i], py[i], district)
@@ -109,5 +134,9 @@ class SynthCity:
             sat = float(np.clip(style.sat * (0.6 + 0.8 * fs[i]), 0.0, 1.0))
             lo, hi = style.storeys
             storeys = int(round(lo + (hi - lo) * (0.7 * fz[i] + 0.3 * j[i])))
-            out.append({"style": style, "hue": float(hue), "light": light, "sat": sat, "storeys": max(1, storeys)})
+            b = {"style": style, "hue": float(hue), "light": light, "sat": sat, "storeys": max(1, storeys)}
+            if keys[i] is not None and hash_unit(self.seed, "lotpal", round(px[i] / 12.0), round(py[i] / 12.0)) \
+                    < self.block_palette:
+                b.update(self.palette(keys[i]))
+            out.append(b)
         return out

@@ -24,6 +24,7 @@ __all__ = ["render_view", "colour_name", "TIMES_OF_DAY"]
 
 FAR = 90.0
 STOREY_M = 3.0
+PLINTH_M = 0.8  # ground-floor band of a block palette (below the first window row at 0.9 m)
 # name, caption phrase, sky top, sky bottom, light multiplier, p(lit window)
 TIMES_OF_DAY = {
     "day": ("in daylight", (90, 150, 225), (185, 215, 240), 1.0, 0.0),
@@ -136,11 +137,14 @@ def _draw_buildings_along(d, sc: _Scene, side: int, kerb: float, rng, seen: list
     fx, fy = sc.fwd
     spans = _lots(rng, 0.5, FAR, 8.0 + 14.0 * float(ctx.city.f_width(ctx.x, ctx.y)))
     zc = np.array([(a + b) / 2 for a, b in spans])
-    blds = ctx.city.buildings(ctx.x + fx * zc + side * rx * kerb, ctx.y + fy * zc + side * ry * kerb, ctx.district)
+    bx, by = ctx.x + fx * zc + side * rx * kerb, ctx.y + fy * zc + side * ry * kerb
+    blds = ctx.city.buildings(bx, by, ctx.district, [ctx.facade_key(a, b) for a, b in zip(bx, by)])
     X = side * kerb
     for (z0, z1), b in reversed(list(zip(spans, blds))):  # far to near
         h_m = b["storeys"] * STOREY_M + 1.0
         d.polygon(cam.quad(X, 0.0, h_m, z0, z1), fill=_rgb(b["hue"], b["light"], b["sat"], sc.k))
+        if "accent" in b:  # the block's ground-floor plinth / shopfront band
+            d.polygon(cam.quad(X, 0.0, PLINTH_M, z0, z1), fill=_rgb(*b["accent"], sc.k))
         width_px = abs(cam.p(X, 0, z0)[0] - cam.p(X, 0, z1)[0])
         if z0 < 35 or width_px > 4:
             seen.append((b, (z1 - z0) * h_m / max(z0, 2.0)))
@@ -156,10 +160,13 @@ def _draw_buildings_across(d, sc: _Scene, kerb: float, rng, seen: list) -> None:
     spans = _lots(rng, -half - 6.0, half, 8.0 + 14.0 * float(ctx.city.f_width(ctx.x, ctx.y)))
     sc_ = np.array([(a + b) / 2 for a, b in spans])
     (fx, fy), (rx, ry) = sc.fwd, sc.right
-    blds = ctx.city.buildings(ctx.x + fx * kerb + rx * sc_, ctx.y + fy * kerb + ry * sc_, ctx.district)
+    bx, by = ctx.x + fx * kerb + rx * sc_, ctx.y + fy * kerb + ry * sc_
+    blds = ctx.city.buildings(bx, by, ctx.district, [ctx.facade_key(a, b) for a, b in zip(bx, by)])
     for (s0, s1), b in zip(spans, blds):
         h_m = b["storeys"] * STOREY_M + 1.0
         d.polygon(cam.front(s0, s1, 0.0, h_m, kerb), fill=_rgb(b["hue"], b["light"], b["sat"], sc.k))
+        if "accent" in b:
+            d.polygon(cam.front(s0, s1, 0.0, PLINTH_M, kerb), fill=_rgb(*b["accent"], sc.k))
         seen.append((b, (s1 - s0) * h_m))
         b["ncols"] = max(1, int(round((s1 - s0) / 10.0 * b["style"].window_density)))
         _windows(d, b, sc, rng, lambda a, bb, y0, y1: cam.front(s0 + a * (s1 - s0), s0 + bb * (s1 - s0), y0, y1, kerb))

@@ -73,6 +73,9 @@ class LossConfig(StrictModel):
     use_semantic: bool = True
     use_geo: bool = True
     prompt_address: bool = Field(False, description="wrap address texts in model.prompt while training")
+    address_negatives: Literal["batch", "vocabulary"] = Field(
+        "batch", description="batch: CLIP's in-batch InfoNCE (the paper); vocabulary: each image against EVERY "
+        "candidate address text each step (losses.AddressLoss documents why)")
     geo_scale_m: float | None = Field(None, gt=0, description="None: per-batch min-max; else d/scale clipped to 1 "
                                       "(distance form only)")
     geo_form: Literal["distance", "paper"] = Field(

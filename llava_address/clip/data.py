@@ -93,23 +93,34 @@ class AddressImageDataset(Dataset):
 class AddressCollator:
     """Stacks pixels and tokenizes texts with the model's own tokenizer; drops skipped (None) items."""
 
-    def __init__(self, tokenize, prompt: str | None = None, with_semantic: bool = True):
+    def __init__(self, tokenize, prompt: str | None = None, with_semantic: bool = True,
+                 vocabulary: Sequence[str] | None = None):
         self.tokenize, self.prompt, self.with_semantic = tokenize, prompt, with_semantic
+        # the whole candidate set, tokenised once (loss.address_negatives=vocabulary)
+        self.vocab_tok = self.tokenize([self._wrap(a) for a in vocabulary]) if vocabulary is not None else None
+
+    def _wrap(self, address: str) -> str:
+        return self.prompt.format(address=address) if self.prompt else address
 
     def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
         items = [x for x in items if x is not None]
         if not items:
             raise ValueError("every image in this batch failed to decode")
         addresses = [x["address"] for x in items]
-        texts = [self.prompt.format(address=a) for a in addresses] if self.prompt else addresses
-        tok = self.tokenize(texts)
         batch = {"pixel_values": torch.stack([x["pixel_values"] for x in items]),
-                 "address_input_ids": tok["input_ids"], "address_ids": torch.tensor([x["address_id"] for x in items]),
+                 "address_ids": torch.tensor([x["address_id"] for x in items]),
                  "lat": torch.tensor([x["lat"] for x in items], dtype=torch.float64),
                  "lon": torch.tensor([x["lon"] for x in items], dtype=torch.float64),
                  "index": torch.tensor([x["index"] for x in items])}
-        if "attention_mask" in tok:
-            batch["address_attention_mask"] = tok["attention_mask"]
+        if self.vocab_tok is None:  # in-batch negatives: the batch's own address texts
+            tok = self.tokenize([self._wrap(a) for a in addresses])
+            batch["address_input_ids"] = tok["input_ids"]
+            if "attention_mask" in tok:
+                batch["address_attention_mask"] = tok["attention_mask"]
+        else:
+            batch["vocab_input_ids"] = self.vocab_tok["input_ids"]
+            if "attention_mask" in self.vocab_tok:
+                batch["vocab_attention_mask"] = self.vocab_tok["attention_mask"]
         if self.with_semantic:
             sem = [x["semantic"] for x in items]
             stok = self.tokenize(sem)

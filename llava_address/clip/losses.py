@@ -27,7 +27,7 @@ from torch import nn
 from llava_address.clip.config import LossConfig
 from llava_address.common.geo import haversine_m
 
-__all__ = ["gather_with_grad", "gather_no_grad", "multi_positive_infonce", "pairwise_haversine_m",
+__all__ = ["gather_with_grad", "gather_no_grad", "multi_positive_infonce", "vocabulary_infonce", "pairwise_haversine_m",
            "latlon_to_utm", "paper_geo_target", "AddressLoss", "SemanticLoss", "GeoLoss", "AddressCLIPLoss"]
 
 def _world() -> int:
@@ -68,10 +68,28 @@ def pairwise_haversine_m(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(haversine_m(la[:, None], lo[:, None], la[None, :], lo[None, :])).to(lat.device)
 
 
-class AddressLoss(nn.Module):
-    """L_image-address: symmetric multi-positive InfoNCE, image vs its (sub-street) address text."""
+def vocabulary_infonce(image: torch.Tensor, vocab: torch.Tensor, ids: torch.Tensor,
+                       logit_scale: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each image over ALL candidate address texts (``ids`` index ``vocab`` rows)."""
+    return F.cross_entropy(logit_scale * image @ vocab.t(), ids)
 
-    def forward(self, image_embeds, address_embeds, address_ids, logit_scale) -> dict[str, torch.Tensor]:
+
+class AddressLoss(nn.Module):
+    """L_image-address: symmetric multi-positive InfoNCE, image vs its (sub-street) address text.
+
+    With ``vocab_embeds`` (``loss.address_negatives=vocabulary``) each image is contrasted with
+    every candidate address instead of the batch's: a closed address set is small next to CLIP's
+    web-scale text space, and a small batch (64 images from a few hundred sub-streets) shows each
+    address only a few negatives per step, so a text tower trained from scratch learns slowly. It is
+    the inference task itself (rank the whole candidate set). Distributed: every rank encodes the same
+    vocabulary with the same weights and takes the mean over its own images; DDP's gradient average
+    then equals the single-process mean over the global batch, so nothing is gathered.
+    """
+
+    def forward(self, image_embeds, address_embeds, address_ids, logit_scale,
+                vocab_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if vocab_embeds is not None:
+            return {"loss_address": vocabulary_infonce(image_embeds, vocab_embeds, address_ids, logit_scale)}
         img, txt = gather_with_grad(image_embeds), gather_with_grad(address_embeds)
         ids = gather_no_grad(address_ids)
         return {"loss_address": multi_positive_infonce(img, txt, ids, logit_scale)}
@@ -186,7 +204,8 @@ class AddressCLIPLoss(nn.Module):
     def forward(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, parts, total = self.cfg, {}, 0.0
         if c.use_address:
-            p = self.address(out["image_embeds"], out["address_embeds"], batch["address_ids"], out["logit_scale"])
+            p = self.address(out["image_embeds"], out.get("address_embeds"), batch["address_ids"], out["logit_scale"],
+                             out.get("vocab_embeds"))
             parts.update(p)
             total = total + c.alpha * p["loss_address"]
         if c.use_semantic:

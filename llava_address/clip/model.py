@@ -93,8 +93,11 @@ class AddressCLIP(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, address_input_ids: torch.Tensor | None = None,
                 address_attention_mask: torch.Tensor | None = None, semantic_input_ids: torch.Tensor | None = None,
-                semantic_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                semantic_attention_mask: torch.Tensor | None = None, vocab_input_ids: torch.Tensor | None = None,
+                vocab_attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = {"image_embeds": self.encode_image(pixel_values), "logit_scale": self.logit_scale()}
+        if vocab_input_ids is not None:  # every candidate address (loss.address_negatives=vocabulary)
+            out["vocab_embeds"] = self.encode_text(vocab_input_ids, vocab_attention_mask)
         if address_input_ids is not None:
             out["address_embeds"] = self.encode_text(address_input_ids, address_attention_mask)
         if semantic_input_ids is not None:

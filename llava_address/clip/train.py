@@ -43,7 +43,7 @@ __all__ = ["train", "text_corpus", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 MODEL_INPUTS = ("pixel_values", "address_input_ids", "address_attention_mask", "semantic_input_ids",
-                "semantic_attention_mask")
+                "semantic_attention_mask", "vocab_input_ids", "vocab_attention_mask")
 
 
 def resolve_precision(p: str) -> str:
@@ -208,8 +208,10 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
     if not can_eval:
         log.warning("split %r of %s is empty: no evaluation during training", cfg.eval.split, data_dir)
     sampler = EpochPermutationSampler(len(ds), tc.seed)
+    vocab_negatives = cfg.loss.use_address and cfg.loss.address_negatives == "vocabulary"
     collate = AddressCollator(model.tokenize, cfg.model.prompt if cfg.loss.prompt_address else None,
-                              with_semantic=cfg.loss.use_semantic)
+                              with_semantic=cfg.loss.use_semantic,
+                              vocabulary=list(vocab.sub_street) if vocab_negatives else None)
     dl = DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
                     num_workers=cfg.data.num_workers)
     optimizer = build_optimizer(_param_groups(model, tc.weight_decay), tc)
