@@ -3,6 +3,8 @@
 Ask the LLaVA address assistant where a street photo was taken. With --question: one answer and
 exit; without: a chat about the same photo (``/image other.jpg`` switches photo, ``/quit`` ends).
 Beside each answer it prints AddressCLIP's top-k nearby candidate addresses with scores.
+--rerank: the first answer is AddressCLIP's top-k re-ranked by fusion with LLaVA's answer
+likelihood (lambda fitted by ``eval_llava.py --rerank``, stored in the export's rerank.json).
 Defaults point at the offline demo's outputs (``python scripts/demo.py``).
 """
 
@@ -39,6 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--constrained", action="store_true",
                     help="the first answer names a real address: one of the candidates with --grounded, "
                          "else one of the checkpoint's sub-streets")
+    ap.add_argument("--rerank", action="store_true",
+                    help="the first answer is AddressCLIP's top-k re-ranked by fusion with LLaVA's answer likelihood "
+                         "(lambda from <export>/rerank.json, fitted by eval_llava.py --rerank; prompt as --grounded)")
+    ap.add_argument("--rerank-lambda", type=float, default=None, help="fusion weight (implies --rerank)")
     ap.add_argument("--max-question-chars", type=int, default=MAX_QUESTION_CHARS,
                     help="longer questions get a message instead of a run")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -52,6 +58,9 @@ def _show_candidates(session: ChatSession) -> None:
         print("\n".join(format_candidates(session.candidates)))
     if session.clip_answer:
         print("AddressCLIP answer: " + format_answer(session.clip_answer))
+    if session.reranked:
+        print(f"re-ranked by fusion (lambda {session.rerank_lambda:g}; log p_clip + lambda * log p_llava):")
+        print("\n".join(f"  {i}. {r.fused:8.3f}  {r.address}" for i, r in enumerate(session.reranked, 1)))
 
 
 def _answer(session: ChatSession, question: str) -> None:
@@ -97,8 +106,10 @@ def _repl(session: ChatSession) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.constrained and args.candidates < 1:
-        print("error: --constrained needs AddressCLIP candidates (--candidates 1 or more)", file=sys.stderr)
+    rerank = args.rerank or args.rerank_lambda is not None
+    if (args.constrained or rerank) and args.candidates < 1:
+        flag = "--constrained" if args.constrained else "--rerank"
+        print(f"error: {flag} needs AddressCLIP candidates (--candidates 1 or more)", file=sys.stderr)
         return 2
     if args.question is not None:  # checked before minutes of model loading
         try:
@@ -122,11 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         device, dtype = device_and_dtype(args, model)
         assistant = load_assistant(model, device, dtype)
         locator = load_locator(clip, device, device_and_dtype(args, clip)[1]) if args.candidates > 0 else None
+        lam = args.rerank_lambda
+        if rerank and lam is None:
+            from llava_address.llava.rerank import load_rerank
+
+            lam = load_rerank(model, args.grounded).lam
         session = ChatSession(assistant, locator, k=args.candidates, max_new_tokens=args.max_new_tokens,
                               max_question_chars=args.max_question_chars, grounded=args.grounded,
-                              constrained=args.constrained)
+                              constrained=args.constrained, rerank_lambda=lam)
         session.set_image(image)
-    except (ImageInputError, ModelLoadError, ValueError) as exc:
+    except (ImageInputError, ModelLoadError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.question is not None:

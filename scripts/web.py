@@ -34,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--candidates", type=int, default=5, help="AddressCLIP candidates shown")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--grounded", action="store_true", help="put the AddressCLIP candidates into the first question")
+    ap.add_argument("--rerank", action="store_true",
+                    help="first answer: AddressCLIP's top-k re-ranked by fusion with LLaVA's answer likelihood "
+                         "(lambda from <export>/rerank.json, fitted by eval_llava.py --rerank)")
+    ap.add_argument("--rerank-lambda", type=float, default=None, help="fusion weight (implies --rerank)")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="larger photos get a message, not a run")
     ap.add_argument("--upload-dir", default=os.path.join(tempfile.gettempdir(), "llava-address-web"),
                     help="Gradio's temp folder for uploads and shown images (GRADIO_TEMP_DIR)")
@@ -58,10 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     model = args.export or demo_artifact("llava_export", DEMO)
     clip = args.clip or demo_artifact("clip_model", DEMO)
     device, dtype = device_and_dtype(args, model)
+    lam = args.rerank_lambda
+    if args.rerank and lam is None:
+        from llava_address.llava.rerank import load_rerank
+
+        try:
+            lam = load_rerank(model, args.grounded).lam
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     backend = WebBackend(model, clip, data, k=args.candidates, max_new_tokens=args.max_new_tokens,
                          max_image_bytes=int(args.max_upload_mb * 2**20), device=device, dtype=dtype,
                          clip_dtype=device_and_dtype(args, clip)[1], upload_dir=args.upload_dir,
-                         max_upload_dir_bytes=int(args.upload_dir_mb * 2**20), grounded=args.grounded)
+                         max_upload_dir_bytes=int(args.upload_dir_mb * 2**20), grounded=args.grounded,
+                         rerank_lambda=lam)
     for note in backend.notes:
         logging.warning(note)
     launch(backend, host=args.host, port=args.port, block=True)

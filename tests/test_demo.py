@@ -118,6 +118,16 @@ def test_demo_ci_end_to_end_then_reuse(tmp_path, capsys):
     assert [t["question"] for t in m["chat"]["turns"]] == ["Where was this photo taken?", "Which street is it on?"]
     assert [t["question"] for t in m["chat"]["grounded_turns"]] == [t["question"] for t in m["chat"]["turns"]]
     assert "chat (candidate-grounded) A:" in printed
+    # re-ranking by fusion: a real address among the top-3, lambda fitted on val and used by the chat step
+    from llava_address.llava.generate import CONSTRAINED_ANSWER
+    from llava_address.llava.rerank import LAMBDA_GRID, load_rerank
+
+    assert m["llava_eval"]["grounded_rerank_valid_address_rate"] == 1.0
+    lam = m["llava_eval"]["grounded_rerank_lambda"]
+    assert lam in LAMBDA_GRID and load_rerank(summary["artifacts"]["llava_export"], grounded=True).lam == lam
+    first = m["chat"]["rerank_first_answer_address"]
+    assert m["chat"]["rerank_turns"][0]["answer"] == CONSTRAINED_ANSWER.format(address=first)
+    assert first in [a for a, _ in m["chat"]["candidates"]] and "chat (re-ranked by fusion) A:" in printed
     assert len(m["chat"]["candidates"]) == 3
     for name in ("dataset", "clip_model", "llava_export", "chat_image"):
         assert Path(summary["artifacts"][name]).exists(), name

@@ -140,12 +140,19 @@ def test_seed_table_mean_std_over_demo_runs(tmp_path, capsys):
     assert "| LLaVA plain | 15.0 ± 7.1 | 50.0 ± 0.0 | 90.0 ± 0.0 | 5.0 ± 0.0 | 5.0 ± 0.0 |" in table
     assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in table
     assert "22.0 vs 20.0; 28.0 vs 30.0" in table
+    # per run: every mode's SSA-1 and the goal (>= 1.05 x AddressCLIP on every run): 22 >= 21, but 28 < 31.5
+    assert "| model (SSA-1, %) | s0 | s1 | >= 1.05 x AddressCLIP on every run |" in table
+    assert "| LLaVA grounded (top-5 in prompt) | 22.0 | 28.0 | no |" in table
+    assert "| AddressCLIP | 20.0 | 30.0 | – |" in table
     # a run evaluated with eval_llava.py per mode (no demo marker) reads the same
     (tmp_path / "s1" / "stages" / "llava_eval.json").unlink()
     (tmp_path / "s1" / "llava_eval").mkdir()
-    for mode, v in (("plain", 0.20), ("grounded", 0.28)):
-        (tmp_path / "s1" / "llava_eval" / f"eval_test_{mode}.json").write_text(json.dumps({"SSA-1": v, "split": "test"}))
-    assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in seed_table(runs)
+    for mode, v in (("plain", 0.20), ("grounded", 0.28), ("grounded_rerank", 0.33)):
+        (tmp_path / "s1" / "llava_eval" / f"eval_test_{mode}.json").write_text(json.dumps({"SSA-1": v, "split": "test",
+                                                                                           "lambda": 0.1}))
+    table = seed_table(runs)
+    assert "| LLaVA grounded (top-5 in prompt) | 25.0 ± 4.2 |" in table
+    assert "| AddressCLIP top-5 re-ranked by fusion, candidates in prompt | – | 33.0 (λ 0.1) | – |" in table
     with pytest.raises(SystemExit):
         eval_llava.main(["--data", "x"])  # --export missing
 

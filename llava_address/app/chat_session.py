@@ -198,8 +198,12 @@ class ChatSession:
     def __init__(self, assistant: Assistant, locator: Locator | None = None, k: int = 5,
                  max_new_tokens: int = 64, max_image_bytes: int = MAX_IMAGE_BYTES,
                  max_question_chars: int = MAX_QUESTION_CHARS, max_side: int | None = SESSION_MAX_SIDE,
-                 grounded: bool = False, constrained: bool = False):
+                 grounded: bool = False, constrained: bool = False, rerank_lambda: float | None = None):
         self.assistant = assistant
+        # fusion re-ranking (llava_address.llava.rerank): the first answer names the candidate with the best
+        # log p_clip + lambda * log p_llava; None: generated as usual
+        self.rerank_lambda = rerank_lambda
+        self.reranked: list[Any] = []  # RankedCandidate list of the last re-ranked turn
         self.grounded = grounded  # first question carries the candidates (data_gen.qa.prompt), as in training
         # the first answer names a real address: one of the candidates (grounded) or of all sub-streets
         self.constrained = constrained
@@ -261,7 +265,7 @@ class ChatSession:
 
             question = grounded_question(question, self.candidates)
         tok = _tokenizer_of(self.assistant)
-        if tok is None:  # no tokenizer to decode a stream with: one chunk at the end
+        if tok is None or self._reranks():  # nothing to stream (no tokenizer / no generation): one chunk
             answer = self._answer(question, None)
             yield answer
             self.history.append((question, answer))
@@ -309,7 +313,22 @@ class ChatSession:
             raise ValueError("constrained answers need AddressCLIP candidates: give --clip and --candidates > 0")
         return allowed
 
+    def _reranks(self) -> bool:
+        """Whether this turn's answer comes from fusion re-ranking (the first turn, with a lambda)."""
+        return self.rerank_lambda is not None and not self.history
+
+    def _rerank_answer(self, question: str) -> str:
+        from llava_address.llava.generate import CONSTRAINED_ANSWER
+        from llava_address.llava.rerank import rerank
+
+        if not self.candidates:
+            raise ValueError("re-ranking needs AddressCLIP candidates: give --clip and --candidates > 0")
+        self.reranked = rerank(self.assistant, [self.image], [question], [self.candidates], self.rerank_lambda)[0]
+        return CONSTRAINED_ANSWER.format(address=self.reranked[0].address)
+
     def _answer(self, question: str, streamer: Any) -> str:
+        if self._reranks():
+            return self._rerank_answer(self.prompt_turns(question)[0])
         allowed = self.allowed_addresses()
         question, history = self.prompt_turns(question)
         kw = {} if allowed is None else {"allowed_addresses": allowed}

@@ -29,7 +29,7 @@ class ClipEvalSection(StrictModel):
     plots: bool = Field(True, description="prediction map + confusion PNGs")
 
 
-EVAL_MODES = ("plain", "plain_constrained", "grounded", "grounded_constrained")
+EVAL_MODES = ("plain", "plain_constrained", "grounded", "grounded_constrained", "rerank", "grounded_rerank")
 
 
 class LlavaEvalSection(StrictModel):
@@ -37,10 +37,13 @@ class LlavaEvalSection(StrictModel):
     max_images: int | None = Field(200, ge=1, description="cap: generation is the slow part on CPU")
     max_new_tokens: int = Field(32, ge=4)
     batch_size: int = Field(16, ge=1)
-    modes: list[Literal["plain", "plain_constrained", "grounded", "grounded_constrained"]] = Field(
+    modes: list[Literal["plain", "plain_constrained", "grounded", "grounded_constrained", "rerank",
+                        "grounded_rerank"]] = Field(
         default_factory=lambda: ["plain"],
         description="plain: the question alone; grounded: AddressCLIP's top-k in the question; "
-                    "_constrained: the answer limited to real addresses (the candidates / every sub-street)")
+                    "_constrained: the answer limited to real addresses (the candidates / every sub-street); "
+                    "rerank: AddressCLIP's top-k re-ranked by fusion with LLaVA's answer likelihood "
+                    "(llava_address.llava.rerank; lambda fitted on val, saved beside the export)")
     candidates: int = Field(5, ge=1, description="AddressCLIP top-k for the grounded modes")
 
 
@@ -51,6 +54,8 @@ class ChatSection(StrictModel):
     max_new_tokens: int = Field(48, ge=4)
     image_index: int = Field(0, ge=0, description="which held-out test image to chat about")
     grounded: bool = Field(False, description="also chat in candidate-grounded mode (candidates in the question)")
+    rerank: bool = Field(False, description="also chat with the first answer re-ranked by fusion (lambda from the "
+                                            "llava_eval stage's rerank mode; candidates in the question if grounded)")
 
 
 class DemoConfig(StrictModel):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llava_address.app.demo_config import DemoConfig
+from llava_address.app.demo_config import EVAL_MODES, DemoConfig
 from llava_address.app.stages import Stage, StageOutput, StageRunner
 from llava_address.common.io import atomic_write_json
 
@@ -23,6 +23,7 @@ __all__ = ["run_demo", "format_summary", "SUMMARY_FILE", "ARTIFACT_DEFAULTS", "d
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
+CHAT_MODES = {"": "plain", "grounded_": "candidate-grounded", "rerank_": "re-ranked by fusion"}  # metric prefix: name
 # Where the demo puts the models (relative to its --out); chat.py / web.py default to these.
 ARTIFACT_DEFAULTS = {"dataset": "data", "clip_model": "clip/model", "llava_export": "llava/export"}
 
@@ -159,7 +160,7 @@ class _Demo:
 
     def llava_eval_stage(self, resume: bool) -> StageOutput:
         """Generative eval in each configured mode (plain / grounded, free / constrained) on the same images."""
-        from llava_address.llava.evaluate import evaluate_generative
+        from llava_address.llava.evaluate import evaluate_generative, evaluate_rerank
 
         ec = self.cfg.llava_eval
         nums: dict[str, float] = {}
@@ -168,12 +169,18 @@ class _Demo:
             out = self.out / "llava_eval" / f"eval_{ec.split}_{mode}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             grounded = mode.startswith("grounded")
-            metrics = evaluate_generative(self.export, self.data, split=ec.split, question=self.cfg.chat.question,
-                                          batch_size=ec.batch_size, max_samples=ec.max_images,
-                                          max_new_tokens=ec.max_new_tokens, out_json=out,
-                                          candidates_k=ec.candidates if grounded else 0,
-                                          clip_dir=self.clip_model if grounded else None,
-                                          constrained=mode.endswith("constrained"))
+            if mode.endswith("rerank"):  # lambda fitted on val, stored in the export's rerank.json for chat / web
+                metrics = evaluate_rerank(self.export, self.data, self.clip_model, grounded=grounded,
+                                          candidates_k=ec.candidates, split=ec.split, fit_split="val",
+                                          question=self.cfg.chat.question, batch_size=ec.batch_size,
+                                          max_samples=ec.max_images, out_json=out)
+            else:
+                metrics = evaluate_generative(self.export, self.data, split=ec.split, question=self.cfg.chat.question,
+                                              batch_size=ec.batch_size, max_samples=ec.max_images,
+                                              max_new_tokens=ec.max_new_tokens, out_json=out,
+                                              candidates_k=ec.candidates if grounded else 0,
+                                              clip_dir=self.clip_model if grounded else None,
+                                              constrained=mode.endswith("constrained"))
             mode_nums = {k: float(v) for k, v in metrics.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print("\n" + _metrics_table(mode_nums, f"LLaVA (generated answers, {mode}) / {ec.split}"), flush=True)
@@ -196,11 +203,16 @@ class _Demo:
         assistant, locator = load_assistant(self.export), load_locator(self.clip_model)
         print(f"\nchat about held-out test image {image} (true address: {row['sub_street']})")
         metrics: dict[str, Any] = {"image": str(row["image"]), "true_address": str(row["sub_street"])}
-        for grounded in (False, True) if cc.grounded else (False,):
+        modes = [("", False, None)] + ([("grounded_", True, None)] if cc.grounded else [])
+        if cc.rerank:
+            from llava_address.llava.rerank import load_rerank
+
+            modes.append(("rerank_", cc.grounded, load_rerank(self.export, cc.grounded).lam))
+        for pre, grounded, lam in modes:
             session = ChatSession(assistant, locator, k=cc.candidates, max_new_tokens=cc.max_new_tokens,
-                                  grounded=grounded)
+                                  grounded=grounded, rerank_lambda=lam)
             session.set_image(image)
-            print(f"-- {'candidate-grounded' if grounded else 'plain'} mode --")
+            print(f"-- {CHAT_MODES[pre]} mode --")
             turns = []
             for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
                 print(f"Q: {q}\nA: ", end="", flush=True)
@@ -208,7 +220,6 @@ class _Demo:
                 print()
                 turns.append({"question": q, "answer": a})
             first_pred = session.answer_address(turn=0)
-            pre = "grounded_" if grounded else ""
             metrics.update({f"{pre}turns": turns, f"{pre}first_answer_address": first_pred,
                             f"{pre}first_answer_correct": first_pred == row["sub_street"]})
         from llava_address.app.chat_session import format_candidates
@@ -235,7 +246,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, fresh: bool = False, only: tu
         Stage("llava_stage2", lambda r: d.llava_stage(2, r), cfg.llava.model_dump(), _files(cfg.llava),
               ("llava_stage1",)),
         Stage("llava_eval", d.llava_eval_stage, cfg.llava_eval.model_dump(), (), ("llava_stage2",)),
-        Stage("chat", d.chat_stage, cfg.chat.model_dump(), (), ("llava_stage2", "clip")),
+        Stage("chat", d.chat_stage, cfg.chat.model_dump(), (),
+              ("llava_stage2", "clip") + (("llava_eval",) if cfg.chat.rerank else ())),
     ]
     for i, st in enumerate(stages, 1):
         if only and st.name not in only:
@@ -284,14 +296,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     clip = summary["stages"].get("clip_eval", {}).get("metrics", {})
     if "SSA-1" in ev and "SSA-1" in clip:  # the goals of issue 11 at a glance: every mode vs AddressCLIP
         lines.append(f"  AddressCLIP SSA-1 {clip['SSA-1']:.3f}; LLaVA answers on the same images:")
-        for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained"):
+        for mode in EVAL_MODES:
             pre = "" if mode == "plain" else f"{mode}_"
             if f"{pre}SSA-1" in ev:
                 lines.append(f"    {mode:<22}SSA-1 {ev[pre + 'SSA-1']:.3f}  SA-1 {ev[pre + 'SA-1']:.3f}  "
                              f"valid address {ev[pre + 'valid_address_rate']:.3f}  "
                              f"({ev[pre + 'SSA-1'] / max(clip['SSA-1'], 1e-9):.2f}x AddressCLIP)")
     chat = summary["stages"].get("chat", {}).get("metrics", {})
-    for pre, mode in (("", "plain"), ("grounded_", "candidate-grounded")):
+    for pre, mode in CHAT_MODES.items():
         for turn in chat.get(f"{pre}turns", []):
             lines.append(f"  chat ({mode}) Q: {turn['question']}\n  chat ({mode}) A: {turn['answer']}")
     lines += [f"stage time total: {summary['stage_seconds_total']:.1f}s; "

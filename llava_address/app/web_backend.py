@@ -87,7 +87,7 @@ class WebBackend:
                  n_examples: int = 6, max_activation_images: int = 400, device: Any = None,
                  dtype: Any = None, clip_dtype: Any = None, max_side: int = SESSION_MAX_SIDE,
                  upload_dir: str | Path | None = None, max_upload_dir_bytes: int = 200 * 2**20,
-                 grounded: bool = False):
+                 grounded: bool = False, rerank_lambda: float | None = None):
         self.model_dir, self.clip_dir = Path(model_dir), Path(clip_dir)
         self.max_side = max_side  # sessions keep only a downscaled copy of the photo (no full-size pixels)
         self.upload_dir = Path(upload_dir) if upload_dir else None
@@ -97,6 +97,7 @@ class WebBackend:
         self.max_activation_images = max_activation_images
         self.device, self.dtype, self.clip_dtype = device, dtype, clip_dtype  # None: CPU float32
         self.grounded = grounded
+        self.rerank_lambda = rerank_lambda  # first answer by fusion re-ranking (llava_address.llava.rerank)
         self._lock = threading.Lock()
         self._assistant: Assistant | None = None
         self._locator: Locator | None = None
@@ -170,7 +171,8 @@ class WebBackend:
         image = load_image(path, self.max_image_bytes, self.max_side)  # the user's file problems first
         assistant, locator = self.models()
         session = ChatSession(assistant, locator, k=self.k, max_new_tokens=self.max_new_tokens,
-                              max_image_bytes=self.max_image_bytes, max_side=self.max_side, grounded=self.grounded)
+                              max_image_bytes=self.max_image_bytes, max_side=self.max_side, grounded=self.grounded,
+                              rerank_lambda=self.rerank_lambda)
         session.set_image(image)
         session.image_path = Path(path)
         if self.upload_dir is not None:

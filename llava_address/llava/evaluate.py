@@ -29,7 +29,8 @@ from data_gen.qa.prompt import grounded_question
 from llava_address.clip.metrics import haversine_m
 from llava_address.common.io import atomic_write_json
 
-__all__ = ["DEFAULT_QUESTION", "evaluate_generative", "score_answers", "seed_table", "verify_with_candidates"]
+__all__ = ["DEFAULT_QUESTION", "evaluate_generative", "evaluate_rerank", "score_answers", "seed_table",
+           "verify_with_candidates"]
 
 log = logging.getLogger(__name__)
 DEFAULT_QUESTION = "Where was this photo taken?"
@@ -93,6 +94,33 @@ def verify_with_candidates(parsed: Sequence[ParsedAnswer], candidates: Sequence[
     return out
 
 
+def _split_images(data_dir: str | Path, split: str, vocab: AddressVocabulary, max_samples: int | None):
+    """(manifest rows of ``split`` whose sub-street is a candidate, their image paths)."""
+    df = read_manifest(data_dir, split)
+    known = df["sub_street"].isin(set(vocab.sub_street))
+    if (~known).any():
+        log.warning("%d %s images have a sub-street outside addresses.json: skipped", int((~known).sum()), split)
+    df = df[known].reset_index(drop=True)
+    if max_samples is not None:
+        df = df.head(max_samples)
+    if df.empty:
+        raise ValueError(f"{data_dir}: no {split} images to evaluate")
+    return df, [Path(data_dir) / p for p in df["image"]]
+
+
+def _locator(clip_dir: str | Path, device: str | torch.device | None):
+    from llava_address.clip.locator import AddressLocator
+
+    return AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu")
+
+
+def _clip_candidates(locator: Any, images: Sequence[Path], vocab: AddressVocabulary,
+                     k: int) -> list[list[tuple[str, float]]]:
+    """AddressCLIP's top-k sub-streets per image with their probabilities over every sub-street."""
+    return [[(str(a), float(s)) for a, s in c]
+            for c in locator.locate(list(images), candidates=list(vocab.sub_street), k=k)]
+
+
 def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str = "test",
                         question: str = DEFAULT_QUESTION, batch_size: int = 16, max_samples: int | None = None,
                         max_new_tokens: int = 48, out_json: str | Path | None = None, candidates_k: int = 0,
@@ -108,24 +136,19 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
         raise ValueError("candidate-grounded evaluation (candidates_k > 0) needs clip_dir (the AddressCLIP model)")
     assistant = LlavaAddressAssistant.from_pretrained(export_dir, dtype=dtype, device=device)
     vocab = read_addresses(data_dir)
-    df = read_manifest(data_dir, split)
-    known = df["sub_street"].isin(set(vocab.sub_street))
-    if (~known).any():
-        log.warning("%d %s images have a sub-street outside addresses.json: skipped", int((~known).sum()), split)
-    df = df[known].reset_index(drop=True)
-    if max_samples is not None:
-        df = df.head(max_samples)
-    if df.empty:
-        raise ValueError(f"{data_dir}: no {split} images to evaluate")
-    images = [Path(data_dir) / p for p in df["image"]]
+    df, images = _split_images(data_dir, split, vocab, max_samples)
     cands: list[list[tuple[str, float]]] = [[] for _ in images]
     if candidates_k > 0:
+<<<<<<< HEAD
         from llava_address.clip.locator import AddressLocator
 
         locator = AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu",
                                                  search=clip_search)
         cands = [[(str(a), float(s)) for a, s in c]
                  for c in locator.locate(images, candidates=list(vocab.sub_street), k=candidates_k)]
+=======
+        cands = _clip_candidates(_locator(clip_dir, device), images, vocab, candidates_k)
+>>>>>>> llava-fusion
     answers: list[str] = []
     for lo in tqdm(range(0, len(df), batch_size), desc=f"LLaVA eval {split}", unit="batch"):
         chunk = slice(lo, lo + batch_size)
@@ -153,12 +176,92 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
     return result
 
 
+def evaluate_rerank(export_dir: str | Path, data_dir: str | Path, clip_dir: str | Path, grounded: bool = False,
+                    candidates_k: int = 5, split: str = "test", fit_split: str = "val", lam: float | None = None,
+                    question: str = DEFAULT_QUESTION, batch_size: int = 16, max_samples: int | None = None,
+                    out_json: str | Path | None = None, save: bool = True, criterion: str = "nll",
+                    device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Fusion re-ranking of AddressCLIP's top-k (:mod:`llava_address.llava.rerank`), scored like the other modes.
+
+    lambda is fitted on ``fit_split`` by ``criterion`` (:func:`~llava_address.llava.rerank.fit_lambda`;
+    unless ``lam`` is given) and stored in the export's
+    ``rerank.json`` (``save``); the answer is the constrained sentence naming the fused top-1.
+    Also reported: AddressCLIP's own SSA-1 and SSA-k on the same images and LLaVA's likelihood
+    alone (lambda = inf); the out JSON holds the accuracy per lambda on both splits (the test curve
+    is for reading only: lambda comes from ``fit_split``).
+    """
+    from llava_address.llava import rerank as rr
+    from llava_address.llava.generate import CONSTRAINED_ANSWER, LlavaAddressAssistant
+
+    if candidates_k < 1:
+        raise ValueError(f"re-ranking needs AddressCLIP candidates: candidates_k must be >= 1, got {candidates_k}")
+    assistant = LlavaAddressAssistant.from_pretrained(export_dir, dtype=dtype, device=device)
+    locator, vocab = _locator(clip_dir, device), read_addresses(data_dir)
+
+    def scored(sp: str):
+        df, images = _split_images(data_dir, sp, vocab, max_samples)
+        cands = _clip_candidates(locator, images, vocab, candidates_k)
+        qs = [grounded_question(question, c) if grounded else question for c in cands]
+        llava: list[list[float]] = []
+        for lo in tqdm(range(0, len(images), batch_size), desc=f"LLaVA re-rank {sp}", unit="batch"):
+            part = slice(lo, lo + batch_size)
+            answers = [[CONSTRAINED_ANSWER.format(address=a) for a, _ in c] for c in cands[part]]
+            llava += rr.answer_logprobs(assistant, images[part], qs[part], answers,
+                                        batch_size=batch_size * candidates_k)
+        truth = np.array([next((j for j, (a, _) in enumerate(c) if a == t), -1)
+                          for c, t in zip(cands, df["sub_street"])])
+        return df, cands, np.array([[p for _, p in c] for c in cands]), np.array(llava), truth
+
+    fit: dict[str, Any] = {"split": None}
+    fit_rows: list[dict[str, Any]] = []
+    if lam is None:
+        fdf, fcands, probs, llava, truth = scored(fit_split)
+        lam, curve = rr.fit_lambda(probs, llava, truth, criterion=criterion)
+        fit_rows = _candidate_rows(fdf, fcands, llava)
+        acc = rr.accuracy_curve(probs, llava, truth)
+        fit = {"split": fit_split, "n_images": int(len(truth)), "criterion": criterion, "SSA-1": acc[lam],
+               "clip_SSA-1": acc[0.0], "llava_only_SSA-1": float(np.mean(llava.argmax(1) == truth)),
+               "lambda_curve": acc,   # NaN (no listed truth) -> None: strict JSON
+               "nll_curve": {k: None if np.isnan(v) else v for k, v in rr.nll_curve(probs, llava, truth).items()}}
+        if save:
+            rr.save_rerank(export_dir, rr.RerankSettings(lam, candidates_k, grounded, fit))
+    df, cands, probs, llava, truth = scored(split)
+    pick = rr.fused_scores(probs, llava, lam).argmax(1)
+    answers = [CONSTRAINED_ANSWER.format(address=c[j][0]) for c, j in zip(cands, pick)]
+    truths = list(df["sub_street"])
+    metrics, parsed = score_answers(answers, truths, vocab, list(df["lat"]), list(df["lon"]))
+    metrics.update({"lambda": float(lam), "clip_SSA-1": float(np.mean(truth == 0)),
+                    f"clip_SSA-{candidates_k}": float(np.mean(truth >= 0)),
+                    "llava_only_SSA-1": float(np.mean(llava.argmax(1) == truth))})
+    if fit["split"]:
+        metrics.update({"fit_SSA-1": fit["SSA-1"], "fit_clip_SSA-1": fit["clip_SSA-1"]})
+    result = {"export_dir": str(export_dir), "data_dir": str(data_dir), "split": split, "question": question,
+              "candidates_k": candidates_k, "grounded": grounded, "rerank": True, **metrics}
+    if out_json is not None:
+        test_curve = rr.accuracy_curve(probs, llava, truth)
+        rows = _candidate_rows(df, cands, llava)
+        for row, a, p in zip(rows, answers, parsed):
+            row.update({"answer": a, "parsed": p.sub_street, "kind": p.kind})
+        atomic_write_json(out_json, {**result, "fit": fit, "test_lambda_curve": test_curve, "answers": rows,
+                                     "fit_answers": fit_rows})
+    return result
+
+
+def _candidate_rows(df: Any, cands: Sequence[Sequence[tuple[str, float]]], llava: np.ndarray) -> list[dict[str, Any]]:
+    """Per image: truth and [address, p_clip, log p_llava] per candidate (re-fits need nothing else)."""
+    return [{"image": im, "truth": t, "candidates": [[a, p, lp] for (a, p), lp in zip(c, lps)]}
+            for im, t, c, lps in zip(df["image"], df["sub_street"], cands, llava.tolist())]
+
+
 SEED_ROWS = (("AddressCLIP", "clip_eval", "SSA-1"),
              ("LLaVA plain", "llava_eval", "SSA-1"),
              ("LLaVA plain, constrained", "llava_eval", "plain_constrained_SSA-1"),
              ("LLaVA grounded (top-5 in prompt)", "llava_eval", "grounded_SSA-1"),
              ("LLaVA grounded, constrained", "llava_eval", "grounded_constrained_SSA-1"),
-             ("LLaVA grounded + AddressCLIP verification", "llava_eval", "grounded_verified_SSA-1"))
+             ("LLaVA grounded + AddressCLIP verification", "llava_eval", "grounded_verified_SSA-1"),
+             ("AddressCLIP top-5 re-ranked by fusion, plain prompt", "llava_eval", "rerank_SSA-1"),
+             ("AddressCLIP top-5 re-ranked by fusion, candidates in prompt", "llava_eval", "grounded_rerank_SSA-1"))
+GOAL_RATIO = 1.05  # issue 11: grounded LLaVA SSA-1 >= 1.05 x AddressCLIP's on every seed
 
 
 def _llava_eval_metrics(demo_out: Path) -> dict[str, float]:
@@ -169,7 +272,7 @@ def _llava_eval_metrics(demo_out: Path) -> dict[str, float]:
     if marker.is_file():
         return read_json(marker)["metrics"]
     out: dict[str, float] = {}
-    for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained"):
+    for mode in ("plain", "plain_constrained", "grounded", "grounded_constrained", "rerank", "grounded_rerank"):
         path = demo_out / "llava_eval" / f"eval_test_{mode}.json"
         if path.is_file():
             pre = "" if mode == "plain" else f"{mode}_"
@@ -202,4 +305,23 @@ def seed_table(demo_outs: Sequence[str | Path]) -> str:
     per_seed = [f"{r['llava_eval'].get('grounded_SSA-1', np.nan) * 100:.1f} vs {r['clip_eval']['SSA-1'] * 100:.1f}"
                 for r in runs]
     lines.append(f"\nper seed, grounded LLaVA vs AddressCLIP SSA-1: {'; '.join(per_seed)}")
+    lines += ["", _per_seed_table(runs, [Path(d).name for d in demo_outs])]
+    return "\n".join(lines)
+
+
+def _per_seed_table(runs: Sequence[dict[str, dict[str, float]]], names: Sequence[str]) -> str:
+    """SSA-1 (%) per run and mode (lambda beside re-ranked rows), and whether a mode beats AddressCLIP
+    by the goal's ratio on every run."""
+    header = "| model (SSA-1, %) | " + " | ".join(names) + f" | >= {GOAL_RATIO:g} x AddressCLIP on every run |"
+    lines = [header, "|---|" + "---|" * (len(names) + 1)]
+    clip = [r["clip_eval"]["SSA-1"] for r in runs]
+    for name, stage, key in SEED_ROWS:
+        vals = [r[stage].get(key, np.nan) for r in runs]
+        cells = []
+        for r, v in zip(runs, vals):
+            lam = r[stage].get(key[: -len("SSA-1")] + "lambda") if key.endswith("rerank_SSA-1") else None
+            cells.append("–" if np.isnan(v) else f"{v * 100:.1f}" + (f" (λ {lam:g})" if lam is not None else ""))
+        goal = "–" if stage == "clip_eval" or np.isnan(vals).any() else (
+            "yes" if all(v >= GOAL_RATIO * c for v, c in zip(vals, clip)) else "no")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
     return "\n".join(lines)

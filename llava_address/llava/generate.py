@@ -22,7 +22,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, TextItera
 from llava_address.common.images import load_image
 from llava_address.llava.chat_template import history_to_messages
 
-__all__ = ["LlavaAddressAssistant", "CONSTRAINED_ANSWER", "AnswerTrie"]
+__all__ = ["LlavaAddressAssistant", "CONSTRAINED_ANSWER", "AnswerTrie", "as_image"]
 
 # The lead phrase of the most common "where" answer in the QA templates (data_gen/qa/templates.py).
 CONSTRAINED_ANSWER = "This photo was taken on {address}."
@@ -49,7 +49,8 @@ class AnswerTrie:
         return sorted(self.next.get(tuple(generated), {self.eos}))
 
 
-def _as_image(image: Any) -> Image.Image:
+def as_image(image: Any) -> Image.Image:
+    """A path (loaded upright and bounded) or PIL image as RGB; the one way answers and scores read photos."""
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -101,7 +102,7 @@ class LlavaAddressAssistant:
     def answer_batch(self, images: Sequence[Any], questions: Sequence[str], max_new_tokens: int = 64,
                      allowed_addresses: Sequence[Sequence[str]] | None = None) -> list[str]:
         """One single-turn greedy answer per (image, question); optionally constrained to real addresses."""
-        ims = [_as_image(i) for i in images]
+        ims = [as_image(i) for i in images]
         inputs = self._inputs(ims, [history_to_messages(im, q, None) for im, q in zip(ims, questions)])
         kw: dict[str, Any] = {}
         if allowed_addresses is not None:
@@ -121,7 +122,7 @@ class LlavaAddressAssistant:
 
         ``allowed_addresses``: the answer is ``CONSTRAINED_ANSWER`` with one of them (a real address).
         """
-        im = _as_image(image)
+        im = as_image(image)
         inputs = self._inputs([im], [history_to_messages(im, question, history)])
         kw: dict[str, Any] = {}
         if allowed_addresses is not None:
