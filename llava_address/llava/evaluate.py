@@ -108,10 +108,10 @@ def _split_images(data_dir: str | Path, split: str, vocab: AddressVocabulary, ma
     return df, [Path(data_dir) / p for p in df["image"]]
 
 
-def _locator(clip_dir: str | Path, device: str | torch.device | None):
+def _locator(clip_dir: str | Path, device: str | torch.device | None, search: str = "auto"):
     from llava_address.clip.locator import AddressLocator
 
-    return AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu")
+    return AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu", search=search)
 
 
 def _clip_candidates(locator: Any, images: Sequence[Path], vocab: AddressVocabulary,
@@ -139,16 +139,7 @@ def evaluate_generative(export_dir: str | Path, data_dir: str | Path, split: str
     df, images = _split_images(data_dir, split, vocab, max_samples)
     cands: list[list[tuple[str, float]]] = [[] for _ in images]
     if candidates_k > 0:
-<<<<<<< HEAD
-        from llava_address.clip.locator import AddressLocator
-
-        locator = AddressLocator.from_pretrained(clip_dir, device=str(device) if device else "cpu",
-                                                 search=clip_search)
-        cands = [[(str(a), float(s)) for a, s in c]
-                 for c in locator.locate(images, candidates=list(vocab.sub_street), k=candidates_k)]
-=======
-        cands = _clip_candidates(_locator(clip_dir, device), images, vocab, candidates_k)
->>>>>>> llava-fusion
+        cands = _clip_candidates(_locator(clip_dir, device, clip_search), images, vocab, candidates_k)
     answers: list[str] = []
     for lo in tqdm(range(0, len(df), batch_size), desc=f"LLaVA eval {split}", unit="batch"):
         chunk = slice(lo, lo + batch_size)
