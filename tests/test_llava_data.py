@@ -182,3 +182,17 @@ def test_training_whose_answers_are_all_cut_stops_with_a_reason(tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "no usable records" in err and "'answer beyond max_length': 4" in err
     assert not (out / "export").exists() and not (out / "stage2" / "run.json").exists()
+
+
+def test_collator_pads_without_library_warnings(processor, monkeypatch):
+    """A saved tokenizer may carry a max_length init kwarg (the demo's does, from the warm-up):
+    padding to the longest must not make transformers warn on every batch."""
+    import warnings
+
+    monkeypatch.setitem(processor.tokenizer.init_kwargs, "max_length", 256)
+    short = CONV[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = LlavaCollator(processor)([{"image": Image.new("RGB", (32, 32)), "conversations": CONV},
+                                          {"image": Image.new("RGB", (32, 32)), "conversations": short}])
+    assert batch["input_ids"].shape[0] == 2 and (batch["attention_mask"][1] == 0).any()  # padded, not cut
