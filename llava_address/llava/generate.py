@@ -85,7 +85,8 @@ class LlavaAddressAssistant:
         try:
             out = self.processor.apply_chat_template(list(prompts), add_generation_prompt=True, tokenize=True,
                                                      return_dict=True, return_tensors="pt",
-                                                     processor_kwargs={"padding": True, "max_length": None})  # see data.PAD_LONGEST
+                                                     # max_length=None: see data.PAD_LONGEST
+                                                     processor_kwargs={"padding": True, "max_length": None})
         finally:
             tok.padding_side = side
         return {k: v.to(self.model.device) for k, v in out.items()}
