@@ -16,6 +16,7 @@ starting from stage 1's projector. The vision tower is always frozen.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -207,6 +208,13 @@ def _save_projector(model: torch.nn.Module, path: Path, is_main: bool) -> None:
             tmp.replace(path)
 
 
+def _load_engine_checkpoint_lenient(engine: Any, *a: Any, **kw: Any) -> Any:
+    """DeepSpeed's load_checkpoint with ``load_module_strict=False`` (stage-1 engine files hold
+    only the projector); anything else the checkpoint holds still loads."""
+    kw["load_module_strict"] = False
+    return type(engine).load_checkpoint(engine, *a, **kw)
+
+
 class ProjectorLrTrainer(Trainer):
     """Trainer whose optimizer gives the projector its own learning rate (LLaVA-1.5 stage 2).
 
@@ -232,6 +240,32 @@ class ProjectorLrTrainer(Trainer):
         if self.args.should_save:
             out.mkdir(parents=True, exist_ok=True)
         _save_projector(self.model, out / PROJECTOR_FILE, self.args.should_save)
+
+    def _frozen_out_of_engine_files(self) -> bool:
+        return self.projector_only and self.is_deepspeed_enabled
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Stage 1 under DeepSpeed: the engine's files leave out the frozen weights too
+        (``exclude_frozen_parameters``); transformers passes it for peft models only."""
+        if not self._frozen_out_of_engine_files():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        engine = self.model_wrapped
+        engine.save_checkpoint = functools.partial(type(engine).save_checkpoint, engine, exclude_frozen_parameters=True)
+        try:
+            super()._save_optimizer_and_scheduler(output_dir)
+        finally:
+            del engine.save_checkpoint
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """Last hook between DeepSpeed's engine init and the Trainer's resume: a stage-1 engine
+        checkpoint holds no frozen weight, so its module load must not be strict (the frozen parts
+        come from base/; ``_VerifyResumed`` then checks the projector against the checkpoint)."""
+        out = super().create_scheduler(num_training_steps, optimizer)
+        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        if self._frozen_out_of_engine_files() and wrapped is not None:
+            engine = wrapped.engine
+            engine.load_checkpoint = functools.partial(_load_engine_checkpoint_lenient, engine)
+        return out
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is not None or self.projector_lr is None:
