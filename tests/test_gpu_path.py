@@ -68,20 +68,24 @@ CLIP_SIZE = ["train.max_steps=1", "train.batch_size=4", "train.warmup_steps=0", 
              "train.log_every=1", "data.num_workers=0", "eval.split=test", "eval.max_images=2", "eval.batch_size=4"]
 
 
-def test_train_clip_vitb16_config_on_the_hub_layout(stand, tmp_path):
+@pytest.mark.parametrize("tower,config,shape", [("b16", "addressclip_vitb16.yaml", (768, 16)),
+                                                ("l14", "addressclip_vitl14_336.yaml", (1024, 14))])
+def test_train_clip_full_size_config_on_the_hub_layout(stand, tmp_path, tower, config, shape):
+    """The README's AddressCLIP commands with the shipped ViT-B/16 and ViT-L/14-336 (LLaVA-1.5's
+    tower) configs, against stand-ins with the real widths, patch, image size and tokenizer."""
     from transformers import CLIPModel
 
     train_clip = _script("train_clip")
 
-    out = tmp_path / "b16"
-    rc = train_clip.main(["--config", str(CONFIGS / "clip/addressclip_vitb16.yaml"), "--data", str(stand["data"]),
-                          "--out", str(out), *_sets(f"model.pretrained_dir={stand['b16']}", *CLIP_SIZE)])
+    out = tmp_path / tower
+    rc = train_clip.main(["--config", str(CONFIGS / "clip" / config), "--data", str(stand["data"]),
+                          "--out", str(out), *_sets(f"model.pretrained_dir={stand[tower]}", *CLIP_SIZE)])
     assert rc == 0
     info = json.loads((out / "run_info.json").read_text())
     assert info["step"] == 1 and info["mixed_precision"] == "no"  # auto on CPU: fp32
     assert info["final_metrics"]["n_images"] == 2  # eval.max_images honoured by the final evaluation
     model = CLIPModel.from_pretrained(out / "model")
-    assert (model.config.vision_config.hidden_size, model.config.vision_config.patch_size) == (768, 16)
+    assert (model.config.vision_config.hidden_size, model.config.vision_config.patch_size) == shape
     assert model.config.text_config.vocab_size == 49408
 
 
