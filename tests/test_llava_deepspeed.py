@@ -59,7 +59,8 @@ def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: s
     if base_sets is None:
         base_sets = tiny_overrides(clip, data, out)
     overrides = base_sets + ["stage1.warmup_ratio=0", "stage2.warmup_ratio=0", *sets]
-    cmd = [str(DEEPSPEED), "--num_gpus", str(nprocs), "--master_port", str(_free_port()),
+    port = _free_port()
+    cmd = [str(DEEPSPEED), "--num_gpus", str(nprocs), "--master_port", str(port),
            str(ROOT / "scripts" / "train_llava.py"), "--config", str(ROOT / "configs/llava" / config),
            "--deepspeed", str(ROOT / "configs/deepspeed" / f"{zero}.json"), "--stage", *stages, *extra]
     cmd += [a for s in overrides for a in ("--set", s)]
@@ -71,6 +72,9 @@ def _launch(dirs, name: str, nprocs: int, zero: str, stages: list[str], *sets: s
         tail = lambda b: (b.decode(errors="replace") if isinstance(b, bytes) else b or "")[-3000:]  # noqa: E731
         pytest.fail(f"launch {name} timed out:\n{tail(exc.stdout)}\n{tail(exc.stderr)}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # DeepSpeed's CPU shm all-reduce leaves a 66 MiB /dev/shm segment per rank unless we remove it
+    leaked = sorted(p.name for p in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    assert not leaked, f"shared-memory segments left behind by the launch: {leaked}"
     _LAUNCHED[key] = out
     return out
 

@@ -15,6 +15,7 @@ starting from stage 1's projector. The vision tower is always frozen.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -321,6 +322,21 @@ class _StopAfter(TrainerCallback):
 
 
 # ---------------------------------------------------------------- one stage
+def cpu_shm_buffer_path(env: dict[str, str] | None = None) -> str:
+    """This rank's /dev/shm segment made by DeepSpeed's CPU shared-memory all-reduce op.
+
+    DeepSpeed builds that op at ``init_distributed`` on CPU when all ranks share a machine (LOCAL_SIZE
+    == world size) and creates one 66 MiB segment per rank that it never unlinks: each CPU launch of
+    two ranks left 132 MiB of RAM behind until reboot, and 270 of them filled 18 GiB of /dev/shm on
+    a 24 GiB machine (a later test run was killed for memory). Training never uses the op (it serves
+    inference all-reduce), so each rank removes its own segment at exit. Name as in DeepSpeed's
+    ``shm.cpp``: ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``.
+    """
+    env = os.environ if env is None else env
+    return (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR', '')}"
+            f"_{env.get('MASTER_PORT', '')}_{env.get('RANK', '0')}")
+
+
 def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
     """Pre-configure accelerate for a DeepSpeed launch on CPU; True if done.
 
@@ -333,6 +349,7 @@ def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
 
+    atexit.register(functools.partial(Path(cpu_shm_buffer_path()).unlink, missing_ok=True))
     # what TrainingArguments does itself when it builds the state (a 2nd stage in the same launch)
     AcceleratorState._reset_state(reset_partial_state=False)
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
