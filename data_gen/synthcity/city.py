@@ -51,6 +51,12 @@ class ViewContext:
             return f"{self.block}|{side}"
         return f"cell|{round(px / self.city.block_m)}|{round(py / self.city.block_m)}"
 
+    def buildings(self, px: np.ndarray, py: np.ndarray) -> list[dict]:
+        """``city.buildings`` at metric points of this view, with their block façades (keys are
+        only worked out when the city paints block palettes)."""
+        facades = [self.facade_key(a, b) for a, b in zip(px, py)] if self.city.block_palette > 0 else None
+        return self.city.buildings(px, py, self.district, facades)
+
     @property
     def road_width_m(self) -> float:
         return ROAD_WIDTH_M.get(self.highway, 7.0)

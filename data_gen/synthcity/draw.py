@@ -138,7 +138,7 @@ def _draw_buildings_along(d, sc: _Scene, side: int, kerb: float, rng, seen: list
     spans = _lots(rng, 0.5, FAR, 8.0 + 14.0 * float(ctx.city.f_width(ctx.x, ctx.y)))
     zc = np.array([(a + b) / 2 for a, b in spans])
     bx, by = ctx.x + fx * zc + side * rx * kerb, ctx.y + fy * zc + side * ry * kerb
-    blds = ctx.city.buildings(bx, by, ctx.district, [ctx.facade_key(a, b) for a, b in zip(bx, by)])
+    blds = ctx.buildings(bx, by)
     X = side * kerb
     for (z0, z1), b in reversed(list(zip(spans, blds))):  # far to near
         h_m = b["storeys"] * STOREY_M + 1.0
@@ -161,7 +161,7 @@ def _draw_buildings_across(d, sc: _Scene, kerb: float, rng, seen: list) -> None:
     sc_ = np.array([(a + b) / 2 for a, b in spans])
     (fx, fy), (rx, ry) = sc.fwd, sc.right
     bx, by = ctx.x + fx * kerb + rx * sc_, ctx.y + fy * kerb + ry * sc_
-    blds = ctx.city.buildings(bx, by, ctx.district, [ctx.facade_key(a, b) for a, b in zip(bx, by)])
+    blds = ctx.buildings(bx, by)
     for (s0, s1), b in zip(spans, blds):
         h_m = b["storeys"] * STOREY_M + 1.0
         d.polygon(cam.front(s0, s1, 0.0, h_m, kerb), fill=_rgb(b["hue"], b["light"], b["sat"], sc.k))

@@ -24,7 +24,7 @@ _ARGS: dict = {}
 
 
 def _init(seed: int, bounds, n_zones: int, wl, size: int, quality: int, img_dir: str, conditions: dict,
-          block: tuple[float, float] = (60.0, 0.0)) -> None:
+          block: tuple[float, float]) -> None:
     global _CITY, _ARGS
     _CITY = SynthCity(seed=seed, bounds=bounds, n_zones=n_zones, field_wavelength_m=tuple(wl),
                       block_m=block[0], block_palette=block[1])
