@@ -27,12 +27,16 @@ from llava_address.common.io import read_json
 from llava_address.llava.chat_template import llava_json_to_messages
 
 __all__ = ["IGNORE_INDEX", "read_llava_json", "LlavaJsonDataset", "LlavaCollator", "dialogue_texts",
-           "prompt_length", "image_token_count"]
+           "prompt_length", "image_token_count", "pad_longest"]
 
-# Pad to the longest dialogue. A saved tokenizer can carry a ``max_length`` init kwarg (e.g. from
-# the warm-up); with padding=True and no truncation transformers ignores it but warns on every
-# batch, so it is cleared here (the collator cuts the tail itself).
-PAD_LONGEST = {"padding": True, "max_length": None}
+
+def pad_longest() -> dict[str, Any]:
+    """``processor_kwargs`` that pad to the longest dialogue. A saved tokenizer can carry a
+    ``max_length`` init kwarg (e.g. from the warm-up); with padding=True and no truncation
+    transformers ignores it but warns on every batch, so it is cleared here (the collator cuts the
+    tail itself). A new dict per call: ``apply_chat_template`` writes into the one it is given."""
+    return {"padding": True, "max_length": None}
+
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -180,7 +184,7 @@ class LlavaCollator:
         kw = {"chat_template": self.chat_template} if self.chat_template else {}
         out = self.processor.apply_chat_template(
             messages, **kw, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
-            return_tensors="pt", processor_kwargs=PAD_LONGEST)
+            return_tensors="pt", processor_kwargs=pad_longest())
         mask = torch.as_tensor(out["assistant_masks"]).bool()
         labels = out["input_ids"].masked_fill(~mask, IGNORE_INDEX)
         n = self.max_length  # image tokens come first, so cutting the tail keeps them whole

@@ -21,6 +21,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, TextItera
 
 from llava_address.common.images import load_image
 from llava_address.llava.chat_template import history_to_messages
+from llava_address.llava.data import pad_longest
 
 __all__ = ["LlavaAddressAssistant", "CONSTRAINED_ANSWER", "AnswerTrie", "as_image"]
 
@@ -85,8 +86,7 @@ class LlavaAddressAssistant:
         try:
             out = self.processor.apply_chat_template(list(prompts), add_generation_prompt=True, tokenize=True,
                                                      return_dict=True, return_tensors="pt",
-                                                     # max_length=None: see data.PAD_LONGEST
-                                                     processor_kwargs={"padding": True, "max_length": None})
+                                                     processor_kwargs=pad_longest())
         finally:
             tok.padding_side = side
         return {k: v.to(self.model.device) for k, v in out.items()}
