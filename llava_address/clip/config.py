@@ -93,11 +93,39 @@ class LossConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
+    """Training images and their augmentation (``data.train_transform``).
+
+    Each augmentation mimics one capture shift between database and query photos (docs/augmentation.md);
+    the defaults are the light recipe (crop 0.8-1, jitter 0.1), every extra op is off. No hue jitter and no
+    horizontal flip: hue is the place cue and a flip swaps the two street sides.
+    """
+
     dataset_dir: str | None = Field(None, description="dataset folder (data_gen contract); --data overrides")
     augment: bool = True
-    crop_scale_min: float = Field(0.8, gt=0, le=1, description="RandomResizedCrop lower scale")
-    color_jitter: float = Field(0.1, ge=0, le=1)
+    crop_scale_min: float = Field(0.8, gt=0, le=1, description="RandomResizedCrop lower scale (FOV, heading)")
+    crop_ratio: tuple[float, float] = Field((0.9, 1.1), description="RandomResizedCrop aspect-ratio range")
+    color_jitter: float = Field(0.1, ge=0, le=1, description="brightness, contrast and saturation jitter")
+    brightness: float | None = Field(None, ge=0, le=1,
+                                     description="brightness jitter (time of day); None: color_jitter")
+    contrast: float | None = Field(None, ge=0, le=1, description="contrast jitter (haze, overcast); None: color_jitter")
+    perspective: float = Field(0.0, ge=0, lt=1, description="RandomPerspective distortion on half the images "
+                               "(pitch, yaw, camera height); 0: off")
+    rotation_deg: float = Field(0.0, ge=0, le=45, description="RandomRotation range ± degrees (camera roll); 0: off")
+    blur_p: float = Field(0.0, ge=0, le=1, description="share of images Gaussian-blurred (fog, rain); 0: off")
+    blur_sigma: tuple[float, float] = Field((0.1, 1.5), description="GaussianBlur sigma range (px)")
+    erase_p: float = Field(0.0, ge=0, le=1, description="RandomErasing probability (cars, people); 0: off")
+    erase_scale: tuple[float, float] = Field((0.02, 0.15), description="RandomErasing area range (share of image)")
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        for name in ("crop_ratio", "blur_sigma", "erase_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"data.{name} must be a range 0 < low <= high, got {(lo, hi)}")
+        if self.erase_scale[1] >= 1:
+            raise ValueError(f"data.erase_scale must stay below 1 (the whole image), got {self.erase_scale}")
+        return self
 
 
 class TrainConfig(StrictModel):

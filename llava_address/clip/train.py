@@ -202,7 +202,7 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
     vocab = read_addresses(data_dir)
     cands = candidates_payload(vocab, cfg.model.prompt if cfg.loss.prompt_address else None)
     ds = AddressImageDataset(data_dir, "train", vocab, model.image_processor,
-                             train_transform(model.image_size, cfg.data.crop_scale_min, cfg.data.color_jitter)
+                             train_transform(model.image_size, cfg.data)
                              if cfg.data.augment else None, seed=tc.seed)
     can_eval = len(read_manifest(data_dir, cfg.eval.split)) > 0
     if not can_eval:
