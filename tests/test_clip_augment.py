@@ -106,3 +106,25 @@ def test_dataset_pixels_repeat_per_seed_epoch_and_differ_across_epochs(tmp_path_
 
     assert torch.equal(pixels(0), pixels(0))
     assert not torch.equal(pixels(0), pixels(1))
+
+
+def test_text_tower_lr_scale_and_logit_scale_init():
+    """Text-tower options: its own lr groups, every trainable parameter in exactly one group; the
+    initial temperature follows model.tiny.logit_scale_init."""
+    from llava_address.clip.model import build_model
+    from llava_address.clip.train import _param_groups
+
+    corpus = [f"Street {i} between A and B" for i in range(30)]
+    model = build_model(tiny_cfg("model.tiny.logit_scale_init=3.4").model, corpus)
+    assert model.clip.logit_scale.item() == pytest.approx(3.4)
+    assert build_model(tiny_cfg().model, corpus).clip.logit_scale.item() == pytest.approx(2.6592)
+    n_params = sum(1 for p in model.parameters() if p.requires_grad)
+    plain = _param_groups(model, 0.1, 1e-3)
+    assert len(plain) == 2 and {g["lr"] for g in plain} == {1e-3}
+    groups = _param_groups(model, 0.1, 1e-3, text_lr_scale=3.0)
+    assert sum(len(g["params"]) for g in groups) == n_params
+    text_ids = {id(p) for n, p in model.named_parameters() if "text_model" in n or "text_projection" in n}
+    for g in groups:
+        assert {id(p) in text_ids for p in g["params"]} == {g["lr"] == pytest.approx(3e-3)}
+    with pytest.raises(ConfigError, match=r"train\.text_lr_scale"):
+        tiny_cfg("train.text_lr_scale=0")

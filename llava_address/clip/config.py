@@ -32,6 +32,8 @@ class TinyArch(StrictModel):
     projection_dim: int = Field(128, ge=8)
     max_text_len: int = Field(48, ge=8, description="text positions (address + caption must fit)")
     vocab_size: int = Field(2000, ge=64, description="BPE vocab trained on the dataset texts")
+    logit_scale_init: float = Field(2.6592, ge=0, le=4.6052,
+                                    description="initial log temperature scale (CLIP: ln(1/0.07) = 2.6592; max ln 100)")
 
     @model_validator(mode="after")
     def _check(self) -> "TinyArch":
@@ -138,6 +140,7 @@ class TrainConfig(StrictModel):
     betas: tuple[float, float] = Field((0.9, 0.98), description="Adam(W) betas (paper: 0.9, 0.98)")
     eps: float = Field(1e-6, gt=0)
     lr: float = Field(5e-4, gt=0)
+    text_lr_scale: float = Field(1.0, gt=0, description="text tower (and its projection) learns at lr × this")
     min_lr: float = Field(0.0, ge=0, description="cosine floor reached at the last step (paper: 2.4e-8)")
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(20, ge=0)
