@@ -128,3 +128,23 @@ def test_text_tower_lr_scale_and_logit_scale_init():
         assert {id(p) in text_ids for p in g["params"]} == {g["lr"] == pytest.approx(3e-3)}
     with pytest.raises(ConfigError, match=r"train\.text_lr_scale"):
         tiny_cfg("train.text_lr_scale=0")
+
+
+def test_accuracy_by_condition_reads_the_renderer_caption_phrases():
+    import pandas as pd
+
+    from llava_address.clip.diagnostics import accuracy_by_condition
+
+    preds = pd.DataFrame({
+        "caption": ["a side street lined with tall orange apartment blocks, in daylight",
+                    "looking across a side street at low teal houses, at night in fog",
+                    "a main road lined with buildings, some cars, at dusk in snow",
+                    "looking across a main road at buildings, in daylight in the rain"],
+        "sub_street": ["A", "B", "C", "D"], "pred": ["A", "B", "X", "X"]})
+    acc = accuracy_by_condition(preds)
+    assert acc["all"] == {"n": 4.0, "SSA-1": 0.5}
+    assert acc["time: day"] == {"n": 2.0, "SSA-1": 0.5} and acc["time: night"] == {"n": 1.0, "SSA-1": 1.0}
+    assert acc["weather: clear"] == {"n": 1.0, "SSA-1": 1.0} and acc["weather: snow"]["SSA-1"] == 0.0
+    assert acc["view: across"] == {"n": 2.0, "SSA-1": 0.5} and acc["view: along"]["n"] == 2.0
+    assert acc["database-like (day, clear, along)"] == {"n": 1.0, "SSA-1": 1.0}
+    assert acc["time: overcast"]["n"] == 0.0 and np.isnan(acc["time: overcast"]["SSA-1"])
