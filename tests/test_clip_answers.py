@@ -43,6 +43,7 @@ def test_eval_calibrate_writes_calibration_and_reports(calibrated, data):
     assert cal["temperature"] > 0 and cal["fitted_on"] == "val" and 0 < cal["level_threshold"] < 1
     assert cal["val_nll_after"] <= cal["val_nll_before"] + 1e-9  # T = 1 is a candidate, so never worse
     assert cal["coordinates"]["method"] in ("knn", "midpoint")
+    assert cal["level_target_met_on_val"] is (cal["val_level_aware_accuracy_lower_bound"] >= cal["level_target"])
     assert (ck / "gallery_embeddings.npy").is_file() and (ck / "gallery.parquet").is_file()
     gal = pd.read_parquet(ck / "gallery.parquet")
     from data_gen.contract import read_manifest
@@ -54,7 +55,9 @@ def test_eval_calibrate_writes_calibration_and_reports(calibrated, data):
         assert key in m and np.isfinite(m[key]), key
     assert sum(m[f"coverage_{lv}"] for lv in ("sub_street", "street", "district", "none")) == pytest.approx(1.0)
     assert all(0 <= m[f"val_coverage_ceiling_{lv}"] <= 1 for lv in ("sub_street", "street", "district"))
-    assert "any cut could answer" in (out / "calibration_test.md").read_text()
+    report = (out / "calibration_test.md").read_text()
+    assert "any cut could answer" in report
+    assert f"met on val (95 % lower bound of the answered's accuracy) | {'yes' if cal['level_target_met_on_val'] else 'NO'}" in report
     for png in ("reliability_test.png", "coverage_test.png"):
         assert (out / png).stat().st_size > 5000
     assert (out / "eval_test.json").is_file()  # the usual evaluation still runs
@@ -144,3 +147,8 @@ def test_chat_session_shows_level_and_confidence(calibrated, data):
     line = format_answer(session.clip_answer)
     assert "calibrated confidence" in line and "± " in line and session.clip_answer["address"] in line
     assert format_answer({**session.clip_answer, "level": "none"}).startswith("no level is sure enough")
+    ans = {**session.clip_answer, "level": "street"}
+    assert ans["level_target_met"] in (True, False)      # the calibration file says, the answer carries it
+    warn = "missed its reliability target on val"
+    assert warn in format_answer({**ans, "level_target_met": False})
+    assert warn not in format_answer({**ans, "level_target_met": True})

@@ -180,6 +180,8 @@ def format_answer(ans: dict[str, Any] | None) -> str:
     level = {"sub_street": "sub-street", "street": "street", "district": "district"}.get(ans["level"])
     what = (f"{level} level: {ans['address']}" if level
             else f"no level is sure enough; best guess {ans['address']}")
+    if level and ans.get("level_target_met") is False:
+        what += " (this model missed its reliability target on val)"
     kind = "calibrated confidence" if ans.get("calibrated") else "uncalibrated score"
     return (f"{what} ({kind} {ans['confidence']:.2f}); "
             f"≈ {ans['lat']:.5f}, {ans['lon']:.5f} ± {ans['radius_m']:.0f} m")

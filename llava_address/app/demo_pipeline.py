@@ -117,7 +117,8 @@ class _Demo:
             return {}
         cal = calibrate_checkpoint(self.clip_model, self.data, out, split, plots=self.cfg.clip_eval.plots)
         print("\n" + calibration_markdown(cal, load_calibration(self.clip_model), split), flush=True)
-        keep = ("temperature", "ECE_before", "ECE_after", "level_threshold", "level_aware_accuracy", "answered",
+        keep = ("temperature", "ECE_before", "ECE_after", "level_threshold", "level_target_met_on_val",
+                "level_aware_accuracy", "answered",
                 "district_accuracy", "midpoint_median_error_m", "knn_median_error_m")
         return {k: cal[k] for k in keep if k in cal}
 

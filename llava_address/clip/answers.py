@@ -62,6 +62,8 @@ def build_answers(locator, image_embeds: torch.Tensor, k: int = 5) -> list[dict[
     for i in range(len(probs)):
         level, address, conf = levels.answer(i)
         out.append({"level": level, "address": address, "confidence": conf, "calibrated": bool(cal),
+                    # did val support the level threshold's target? (None: uncalibrated or an older file)
+                    "level_target_met": cal.get("level_target_met_on_val"),
                     **{lv: levels.best[lv][i] for lv in LEVELS},
                     **{f"{lv}_confidence": float(levels.confidence[lv][i]) for lv in LEVELS},
                     "lat": float(lat[i]), "lon": float(lon[i]), "radius_m": float(radius[i]),
@@ -138,14 +140,23 @@ def calibrate_checkpoint(model_dir: str | Path, data_dir: str | Path, out_dir: s
                "level_threshold": threshold, "level_target": target,
                "val_level_aware_accuracy": val_levels["level_aware_accuracy"],
                "val_level_aware_accuracy_lower_bound": val_levels["level_aware_accuracy_lower_bound"],
+               # False: no threshold met the target on val; the best one is kept, and users are told
+               "level_target_met_on_val": bool(val_levels["level_aware_accuracy_lower_bound"] >= target),
                "coordinates": coord_cfg, "data": str(data_dir)}
     save_calibration(model_dir, payload)
+    if not payload["level_target_met_on_val"]:
+        log.warning("no threshold keeps level-aware answers >= %.0f%% right on val (best lower bound %.2f at "
+                    "threshold %.2f): answers at a stated level are less reliable than the target",
+                    100 * target, val_levels["level_aware_accuracy_lower_bound"], threshold)
 
     df, feats, logits, y = data[split]
     raw_p = torch.softmax(logits, -1).numpy()
     correct = raw_p.argmax(1) == y.numpy()
     conf_before, conf_after = raw_p.max(1), probs[split].max(1)
     metrics: dict[str, float] = {"temperature": t, "level_threshold": threshold,
+                                 "level_target_met_on_val": float(payload["level_target_met_on_val"]),
+                                 "val_level_aware_accuracy_lower_bound":
+                                     val_levels["level_aware_accuracy_lower_bound"],
                                  "ECE_before": expected_calibration_error(conf_before, correct),
                                  "ECE_after": expected_calibration_error(conf_after, correct),
                                  "NLL_before": nll(logits, y), "NLL_after": nll(logits, y, t)}
@@ -181,6 +192,9 @@ def calibration_markdown(m: dict[str, float], payload: dict[str, Any], split: st
     rows = [("temperature T (fitted on val)", f"{m['temperature']:.3f}"),
             (f"ECE (15 bins), {split}, before → after", f"{m['ECE_before']:.3f} → {m['ECE_after']:.3f}"),
             ("level threshold (chosen on val)", f"{m['level_threshold']:.2f}"),
+            (f"target {payload['level_target']:.0%} met on val (95 % lower bound of the answered's accuracy)",
+             f"{'yes' if m['level_target_met_on_val'] else 'NO'} "
+             f"({m['val_level_aware_accuracy_lower_bound']:.2f})"),
             ("level-aware accuracy of answered", f"{m['level_aware_accuracy']:.3f}"),
             ("answered", f"{m['answered']:.3f}"),
             ("coverage sub-street / street / district / none",
