@@ -32,6 +32,8 @@ class TinyArch(StrictModel):
     projection_dim: int = Field(128, ge=8)
     max_text_len: int = Field(48, ge=8, description="text positions (address + caption must fit)")
     vocab_size: int = Field(2000, ge=64, description="BPE vocab trained on the dataset texts")
+    logit_scale_init: float = Field(2.6592, ge=0, le=4.6052,
+                                    description="initial log temperature scale (CLIP: ln(1/0.07) = 2.6592; max ln 100)")
 
     @model_validator(mode="after")
     def _check(self) -> "TinyArch":
@@ -93,11 +95,39 @@ class LossConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
+    """Training images and their augmentation (``data.train_transform``).
+
+    Each augmentation mimics one capture shift between database and query photos (docs/augmentation.md);
+    the defaults are the light recipe (crop 0.8-1, jitter 0.1), every extra op is off. No hue jitter and no
+    horizontal flip: hue is the place cue and a flip swaps the two street sides.
+    """
+
     dataset_dir: str | None = Field(None, description="dataset folder (data_gen contract); --data overrides")
     augment: bool = True
-    crop_scale_min: float = Field(0.8, gt=0, le=1, description="RandomResizedCrop lower scale")
-    color_jitter: float = Field(0.1, ge=0, le=1)
+    crop_scale_min: float = Field(0.8, gt=0, le=1, description="RandomResizedCrop lower scale (FOV, heading)")
+    crop_ratio: tuple[float, float] = Field((0.9, 1.1), description="RandomResizedCrop aspect-ratio range")
+    color_jitter: float = Field(0.1, ge=0, le=1, description="brightness, contrast and saturation jitter")
+    brightness: float | None = Field(None, ge=0, le=1,
+                                     description="brightness jitter (time of day); None: color_jitter")
+    contrast: float | None = Field(None, ge=0, le=1, description="contrast jitter (haze, overcast); None: color_jitter")
+    perspective: float = Field(0.0, ge=0, lt=1, description="RandomPerspective distortion on half the images "
+                               "(pitch, yaw, camera height); 0: off")
+    rotation_deg: float = Field(0.0, ge=0, le=45, description="RandomRotation range ± degrees (camera roll); 0: off")
+    blur_p: float = Field(0.0, ge=0, le=1, description="share of images Gaussian-blurred (fog, rain); 0: off")
+    blur_sigma: tuple[float, float] = Field((0.1, 1.5), description="GaussianBlur sigma range (px)")
+    erase_p: float = Field(0.0, ge=0, le=1, description="RandomErasing probability (cars, people); 0: off")
+    erase_scale: tuple[float, float] = Field((0.02, 0.15), description="RandomErasing area range (share of image)")
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        for name in ("crop_ratio", "blur_sigma", "erase_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"data.{name} must be a range 0 < low <= high, got {(lo, hi)}")
+        if self.erase_scale[1] >= 1:
+            raise ValueError(f"data.erase_scale must stay below 1 (the whole image), got {self.erase_scale}")
+        return self
 
 
 class TrainConfig(StrictModel):
@@ -110,6 +140,7 @@ class TrainConfig(StrictModel):
     betas: tuple[float, float] = Field((0.9, 0.98), description="Adam(W) betas (paper: 0.9, 0.98)")
     eps: float = Field(1e-6, gt=0)
     lr: float = Field(5e-4, gt=0)
+    text_lr_scale: float = Field(1.0, gt=0, description="text tower (and its projection) learns at lr × this")
     min_lr: float = Field(0.0, ge=0, description="cosine floor reached at the last step (paper: 2.4e-8)")
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(20, ge=0)

@@ -9,6 +9,7 @@ as an uninterrupted one; the sampler is a seeded per-epoch permutation for the s
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 
 from data_gen.contract import AddressVocabulary, join_caption_address, read_manifest
+from llava_address.clip.config import DataConfig
 from llava_address.clip.model import CLIP_MEAN, CLIP_STD
 from llava_address.common.images import ImageLoadError, load_image
 
@@ -32,13 +34,35 @@ def text_id(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def train_transform(image_size: int, crop_scale_min: float, jitter: float) -> T.Compose:
-    """Light augmentation: small random-resized crop + small colour jitter, CLIP normalisation."""
-    ops = [T.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), ratio=(0.9, 1.1),
-                               interpolation=T.InterpolationMode.BICUBIC)]
-    if jitter > 0:
-        ops.append(T.ColorJitter(jitter, jitter, jitter))
-    return T.Compose(ops + [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+def train_transform(image_size: int, data: DataConfig) -> T.Compose:
+    """Training augmentation from ``data`` (``DataConfig``), each op standing for one capture shift.
+
+    Geometry on the PIL image (perspective: pitch/yaw/height; rotation: roll; random-resized crop:
+    field of view and heading), then photometry (brightness/contrast/saturation for time of day and
+    weather; blur for fog and rain), CLIP normalisation, then erasing (occluders) on the tensor.
+    Areas that perspective/rotation uncover and erased boxes take the CLIP mean colour (0 after
+    normalisation). All randomness comes from torch's generator, so ``AddressImageDataset``'s
+    per-(seed, epoch, index) seeding makes it reproducible.
+    """
+    mean_fill = [round(255 * m) for m in CLIP_MEAN]
+    ops: list = []
+    if data.perspective > 0:
+        ops.append(T.RandomPerspective(data.perspective, p=0.5, fill=mean_fill))
+    if data.rotation_deg > 0:
+        ops.append(T.RandomRotation(data.rotation_deg, interpolation=T.InterpolationMode.BILINEAR, fill=mean_fill))
+    ops.append(T.RandomResizedCrop(image_size, scale=(data.crop_scale_min, 1.0), ratio=tuple(data.crop_ratio),
+                                   interpolation=T.InterpolationMode.BICUBIC))
+    bright = data.color_jitter if data.brightness is None else data.brightness
+    contrast = data.color_jitter if data.contrast is None else data.contrast
+    if bright > 0 or contrast > 0 or data.color_jitter > 0:
+        ops.append(T.ColorJitter(bright, contrast, data.color_jitter))  # no hue: hue is the place cue
+    if data.blur_p > 0:
+        kernel = 2 * math.ceil(2 * data.blur_sigma[1]) + 1  # covers ±2 sigma
+        ops.append(T.RandomApply([T.GaussianBlur(kernel, sigma=tuple(data.blur_sigma))], p=data.blur_p))
+    ops += [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
+    if data.erase_p > 0:
+        ops.append(T.RandomErasing(p=data.erase_p, scale=tuple(data.erase_scale), ratio=(0.3, 3.3), value=0))
+    return T.Compose(ops)
 
 
 class AddressImageDataset(Dataset):

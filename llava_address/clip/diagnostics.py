@@ -4,6 +4,8 @@
   distance (1 − cos) and geographic distance — what L_geo is meant to raise.
 - ``caption_information``: how much the captions alone say about the sub-street / street /
   district of held-out images — what L_semantic can add beyond the address text.
+- ``accuracy_by_condition``: SSA-1 per SynthCity capture condition (time of day, weather, view),
+  read back from the scene caption: does a model fail on the shifted conditions or everywhere?
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from data_gen.contract import read_manifest
@@ -18,7 +21,7 @@ from llava_address.clip.locator import AddressLocator
 from llava_address.clip.losses import pairwise_haversine_m
 from llava_address.common.images import load_image
 
-__all__ = ["geo_alignment", "caption_information"]
+__all__ = ["geo_alignment", "caption_information", "accuracy_by_condition"]
 
 
 @torch.inference_mode()
@@ -50,3 +53,25 @@ def caption_information(data_dir: str | Path, split: str = "test") -> dict[str, 
         out[f"caption_acc_{lvl}_when_seen"] = float(hit[guess.notna()].mean())
         out[f"majority_baseline_{lvl}"] = float((held[lvl] == train[lvl].value_counts().index[0]).mean())
     return out
+
+
+def accuracy_by_condition(preds: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """SSA-1 and image count per capture condition of SynthCity images.
+
+    ``preds``: ``evaluate_locator``'s per-image frame (``caption``, ``sub_street``, ``pred``). The
+    condition is read from the caption phrases the renderer writes (``draw.TIMES_OF_DAY``,
+    ``draw.WEATHER_PHRASE``, "looking across"); "database-like" = daylight, clear, along the street,
+    the training split's most common capture.
+    """
+    from data_gen.synthcity.draw import TIMES_OF_DAY, WEATHER_PHRASE
+
+    cap, hit = preds["caption"], preds["pred"] == preds["sub_street"]
+    tod = {t: cap.str.contains(TIMES_OF_DAY[t][0], regex=False) for t in TIMES_OF_DAY}
+    weather = {w: cap.str.contains(ph, regex=False) for w, ph in WEATHER_PHRASE.items() if ph}
+    weather["clear"] = ~np.logical_or.reduce(list(weather.values()))
+    across = cap.str.contains("looking across", regex=False)
+    groups = {"all": cap == cap, **{f"time: {k}": m for k, m in tod.items()},
+              **{f"weather: {k}": m for k, m in weather.items()}, "view: across": across, "view: along": ~across,
+              "database-like (day, clear, along)": tod["day"] & weather["clear"] & ~across}
+    return {k: {"n": float(m.sum()), "SSA-1": float(hit[m].mean()) if m.any() else float("nan")}
+            for k, m in groups.items()}

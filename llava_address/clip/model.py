@@ -39,7 +39,8 @@ def tiny_clip_config(arch: TinyArch, tokenizer) -> CLIPConfig:
     vision = dict(hidden_size=arch.vision_width, intermediate_size=4 * arch.vision_width,
                   num_hidden_layers=arch.vision_layers, num_attention_heads=arch.vision_heads,
                   image_size=arch.image_size, patch_size=arch.patch_size, projection_dim=arch.projection_dim)
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=arch.projection_dim)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=arch.projection_dim,
+                      logit_scale_init_value=arch.logit_scale_init)
 
 
 def make_image_processor(image_size: int) -> CLIPImageProcessor:

@@ -76,14 +76,20 @@ def _make_model(cfg: AddressCLIPConfig, data_dir: Path, out: Path, resume: bool,
     return model
 
 
-def _param_groups(model: torch.nn.Module, wd: float) -> list[dict[str, Any]]:
-    """CLIP practice: no weight decay on biases, norms, embeddings' gains and the temperature."""
-    decay, no_decay = [], []
+def _param_groups(model: torch.nn.Module, wd: float, lr: float, text_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """CLIP practice: no weight decay on biases, norms, embeddings' gains and the temperature.
+
+    ``text_lr_scale`` != 1: the text tower and its projection get their own groups at lr × scale.
+    """
+    groups: dict[tuple[bool, bool], list] = {}
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "logit_scale" in n or "embedding" in n else decay).append(p)
-    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = p.ndim < 2 or "logit_scale" in n or "embedding" in n
+        text = text_lr_scale != 1.0 and ("text_model" in n or "text_projection" in n)
+        groups.setdefault((text, no_decay), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else wd, "lr": lr * (text_lr_scale if text else 1.0)}
+            for (text, nd), ps in sorted(groups.items())]
 
 
 class _CsvLog:
@@ -202,7 +208,7 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
     vocab = read_addresses(data_dir)
     cands = candidates_payload(vocab, cfg.model.prompt if cfg.loss.prompt_address else None)
     ds = AddressImageDataset(data_dir, "train", vocab, model.image_processor,
-                             train_transform(model.image_size, cfg.data.crop_scale_min, cfg.data.color_jitter)
+                             train_transform(model.image_size, cfg.data)
                              if cfg.data.augment else None, seed=tc.seed)
     can_eval = len(read_manifest(data_dir, cfg.eval.split)) > 0
     if not can_eval:
@@ -214,7 +220,9 @@ def train(cfg: AddressCLIPConfig, data_dir: str | Path | None = None, output_dir
                               vocabulary=list(vocab.sub_street) if vocab_negatives else None)
     dl = DataLoader(ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
                     num_workers=cfg.data.num_workers)
-    optimizer = build_optimizer(_param_groups(model, tc.weight_decay), tc)
+    if tc.text_lr_scale != 1.0 and model.backbone != "hf":
+        raise ValueError(f"train.text_lr_scale applies to the hf backbone only, not {model.backbone!r}")
+    optimizer = build_optimizer(_param_groups(model, tc.weight_decay, tc.lr, tc.text_lr_scale), tc)
     loss_fn = AddressCLIPLoss(cfg.loss)
     model, optimizer, dl = acc.prepare(model, optimizer, dl)
     tc = resolve_steps(tc, len(dl))  # epochs -> optimizer steps, on the sharded loader
