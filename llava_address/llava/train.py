@@ -322,7 +322,7 @@ class _StopAfter(TrainerCallback):
 
 
 # ---------------------------------------------------------------- one stage
-def cpu_shm_buffer_path(env: dict[str, str] | None = None) -> str:
+def _cpu_shm_buffer_path() -> str:
     """This rank's /dev/shm segment made by DeepSpeed's CPU shared-memory all-reduce op.
 
     DeepSpeed builds that op at ``init_distributed`` on CPU when all ranks share a machine (LOCAL_SIZE
@@ -332,7 +332,7 @@ def cpu_shm_buffer_path(env: dict[str, str] | None = None) -> str:
     inference all-reduce), so each rank removes its own segment at exit. Name as in DeepSpeed's
     ``shm.cpp``: ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``.
     """
-    env = os.environ if env is None else env
+    env = os.environ
     return (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR', '')}"
             f"_{env.get('MASTER_PORT', '')}_{env.get('RANK', '0')}")
 
@@ -349,7 +349,7 @@ def _configure_cpu_deepspeed(deepspeed: str | None) -> bool:
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
 
-    atexit.register(functools.partial(Path(cpu_shm_buffer_path()).unlink, missing_ok=True))
+    atexit.register(functools.partial(Path(_cpu_shm_buffer_path()).unlink, missing_ok=True))
     # what TrainingArguments does itself when it builds the state (a 2nd stage in the same launch)
     AcceleratorState._reset_state(reset_partial_state=False)
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
