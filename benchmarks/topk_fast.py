@@ -5,7 +5,7 @@ Top-5 over N normalised candidate embeddings with THE product's method, ``Addres
 20k candidates at 512-d: int8 shortlist + exact fp32 re-rank, ``llava_address/clip/topk.py``).
 One query and batches of 64: ms per image, in one run with the methods interleaved rep by rep
 (the machine is shared, so load hits all alike); recall@5 against exact search, share of identical top-5 lists, and the largest
-relative probability error. Queries: noisy copies of random candidates (a photo resembles its
+relative probability error (over batches of 64 and 64 single-image calls). Queries: noisy copies of random candidates (a photo resembles its
 address) and pure random directions; candidates: random, or clustered (many near-ties).
 ``--alternatives`` also times the raw reduced-precision products that were considered
 (fp16, bf16, int8 via torch._int_mm, faiss int8 + re-rank): the evidence for the int8 choice.
@@ -85,8 +85,8 @@ def _agreement(loc, cands, queries, k: int = 5) -> dict[str, float]:
     out = {}
     for name, q in queries.items():
         rec, same, err = [], [], []
-        for lo in range(0, len(q), 64):
-            qb = q[lo:lo + 64]
+        # batches of 64, then the first 64 queries one by one (one query has its own path: topk.py)
+        for qb in [q[lo:lo + 64] for lo in range(0, len(q), 64)] + [q[i:i + 1] for i in range(min(64, len(q)))]:
             p, i = loc.top_k(qb, cands, k, search="auto")
             ep, ei = loc.top_k(qb, cands, k, search="exact")
             rec += [len(set(a) & set(b)) / k for a, b in zip(i.tolist(), ei.tolist())]

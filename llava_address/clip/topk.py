@@ -9,8 +9,15 @@ error, ~1e-3 in cosine, reorders items dozens of places apart: rare near-ties).
 
 The copy: on CPU, int8 rows with a per-row scale (50 MB at 100k × 512), multiplied with
 ``torch._int_mm`` (exact int32 sums; int8 was the fastest of fp16 / bf16 / int8 here for one query
-and for batches, ``benchmarks/topk_fast.py --alternatives``); the query goes in as int8 plus an
-int8 residual. On CUDA, float16 (not measured: no GPU here).
+and for batches, ``benchmarks/topk_fast.py --alternatives``). On CUDA, float16.
+
+One query on CPU is a matrix-vector product, which ``torch._int_mm`` runs 2.8× faster with one
+query row than with two (2.7 ms vs 7.8 ms at 100k × 512, 2 threads: a gemv kernel). So a batch
+sends each query as int8 codes plus the int8 codes of its rounding residual (exact enough for the
+normaliser everywhere), while a single query sends its codes alone and instead computes *every*
+candidate whose approximate logit lies within ``SINGLE_MARGIN`` of the best one exactly (at most
+``SINGLE_EXACT_CAP``): the residual's error is a shift shared by near-identical candidates, and
+those are exactly the ones near the top that carry the normaliser's mass.
 
 Probabilities: ``p = exp(logit - logsumexp(all logits))``. The normaliser uses the exact logits of
 the shortlist (the large terms) and the reduced-precision logits of the rest. Largest relative
@@ -21,6 +28,7 @@ small copy errors then partly add up instead of averaging out). ``search="exact"
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -34,6 +42,8 @@ SEARCH_MODES = ("auto", "exact", "fast")
 # e.g. 20k candidates at 512-d): below that the exact product runs from cache and is as fast
 FAST_MIN_ELEMENTS = 10_000_000
 BLOCK = 16_384                 # candidates per block of the scan
+SINGLE_MARGIN = 8.0            # one query: candidates within this many logits of the best are re-scored exactly
+SINGLE_EXACT_CAP = 2_048       # ... but at most this many (exact rows cost ~0.1 ms per 1k at 512-d)
 
 
 def shortlist_size(k: int, n_candidates: int) -> int:
@@ -104,10 +114,28 @@ class ShortlistIndex:
             prod.mul_(s)
             yield lo, prod[:b].add_(prod[b:])
 
+    def _single_query(self, q: torch.Tensor, scale: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One CPU query: int8 gemv, exact fp32 logits for everything near the top (see module doc)."""
+        codes, s = _quantize_rows(q)
+        approx = torch._int_mm(self.codes, codes.t().contiguous()).view(-1).float()
+        approx.mul_(self.row_scale.view(-1)).mul_(float(s) * scale)
+        n = approx.shape[0]
+        near = int((approx >= approx.max() - SINGLE_MARGIN).sum())
+        m = min(n, max(shortlist_size(k, n), min(near, SINGLE_EXACT_CAP)))
+        cand = torch.topk(approx, m, sorted=False).indices
+        exact = scale * (self.text.index_select(0, cand) @ q[0])
+        approx.index_fill_(0, cand, -math.inf)
+        terms = torch.stack([torch.logsumexp(exact.double(), 0), torch.logsumexp(approx.double(), 0)])
+        lse = torch.logsumexp(terms, 0)
+        top = torch.topk(exact, min(k, n))
+        return torch.exp(top.values.double() - lse).float()[None], cand[top.indices][None]
+
     @torch.inference_mode()
     def top_k(self, image_embeds: torch.Tensor, scale: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k probabilities (fp32, on the queries' device) and indices, like ``exact_top_k``."""
         q = image_embeds.float()
+        if self.kind == "int8" and q.shape[0] == 1:
+            return self._single_query(q, scale, k)
         n, m = self.text.shape[0], shortlist_size(k, self.text.shape[0])
         k = min(k, n)
         vals, idxs, lses = [], [], []
