@@ -1,4 +1,4 @@
-"""python benchmarks/topk_fast.py [--n 100000] [--dim 512] [--threads 2] [--reps 20] [--alternatives]
+"""python benchmarks/topk_fast.py [--n 100000] [--dim 512] [--threads 2] [--reps 20] [--alternatives] [--device cuda]
 
 Top-5 over N normalised candidate embeddings with THE product's method, ``AddressLocator.top_k``:
 ``search="exact"`` (fp32 brute force) against ``search="auto"`` (from 10M matrix elements, e.g.
@@ -9,6 +9,8 @@ relative probability error (over batches of 64 and 64 single-image calls). Queri
 address) and pure random directions; candidates: random, or clustered (many near-ties).
 ``--alternatives`` also times the raw reduced-precision products that were considered
 (fp16, bf16, int8 via torch._int_mm, faiss int8 + re-rank): the evidence for the int8 choice.
+``--device cuda``: candidates and queries on the GPU (the shortlist copy is float16 there); each
+timed call ends with a synchronize.
 """
 
 from __future__ import annotations
@@ -140,36 +142,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--queries", type=int, default=256, help="queries for recall")
     ap.add_argument("--alternatives", action="store_true", help="also time the raw fp16/bf16/int8/faiss products")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    loc = scale_only_locator()
+    dev = torch.device(args.device)
+    loc = scale_only_locator(device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = torch.Generator().manual_seed(0)
-    print(f"top-5 over {args.n:,} candidates at {args.dim}-d, {args.threads} threads, AddressLocator.top_k "
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"top-5 over {args.n:,} candidates at {args.dim}-d, {where}, AddressLocator.top_k "
           f"(load average at start {os.getloadavg()[0]:.1f}: the machine is shared)\n")
     print("| candidates | search | 1 image, ms | batch 64, ms/image | recall@5 near / random | "
           "same top-5 near / random | max rel. prob. error | index build s |")
     print("|---|---|---|---|---|---|---|---|")
     for kind in ("random", "clustered"):
         cands = _candidates(kind, args.n, args.dim, gen)
-        queries = _queries(cands, args.queries, gen)
+        queries = {name: q.to(dev) for name, q in _queries(cands, args.queries, gen).items()}
+        cands = cands.to(dev)
         q1, q64 = queries["near"][:1], queries["near"][:64]
         t = time.perf_counter()
-        loc.top_k(q1, cands, 5, search="auto")   # builds the int8 copy once per candidate matrix
+        loc.top_k(q1, cands, 5, search="auto")   # builds the reduced-precision copy once per candidate matrix
+        sync()
         build = time.perf_counter() - t
-        sec = _interleaved({f"{mode} {b}": (lambda mode=mode, q=q: loc.top_k(q, cands, 5, search=mode))
+        sec = _interleaved({f"{mode} {b}": (lambda mode=mode, q=q: (loc.top_k(q, cands, 5, search=mode), sync()))
                             for mode in ("exact", "auto") for b, q in ((1, q1), (64, q64))}, args.reps)
         agree = _agreement(loc, cands, queries)
         for mode in ("exact", "auto"):
-            name = "exact fp32" if mode == "exact" else "auto: int8 shortlist + fp32 re-rank"
+            copy = "fp16" if dev.type == "cuda" else "int8"
+            name = "exact fp32" if mode == "exact" else f"auto: {copy} shortlist + fp32 re-rank"
             a = {"near": (1.0, 1.0, 0.0), "random": (1.0, 1.0, 0.0)} if mode == "exact" else agree
             print(f"| {kind} | {name} | {1000 * sec[f'{mode} 1']:.2f} | {1000 * sec[f'{mode} 64'] / 64:.3f} | "
                   f"{a['near'][0]:.3f} / {a['random'][0]:.3f} | {a['near'][1]:.3f} / {a['random'][1]:.3f} | "
                   f"{max(a['near'][2], a['random'][2]):.1e} | {build if mode == 'auto' else 0:.2f} |", flush=True)
-        if args.alternatives and kind == "random":
+        if args.alternatives and kind == "random" and dev.type == "cpu":
             alt = _alternatives(cands, q1, q64, max(3, args.reps // 2))
-    if args.alternatives:
+    if args.alternatives and dev.type == "cpu":
         print("\n" + "\n".join(alt))
     return 0
 

@@ -148,3 +148,15 @@ def test_one_query_rescores_the_near_ties_at_the_top_exactly():
     assert set(idx[0].tolist()) == set(exact.topk(K).indices[0].tolist())
     torch.testing.assert_close(probs.double(), exact.gather(1, idx), rtol=1e-3, atol=0)
     assert exact[0, :500].sum() > 0.99 and exact.topk(K).values.sum() < 0.1  # the mass sits beyond the top-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+@pytest.mark.parametrize("batch", [1, 16])
+def test_cuda_float16_shortlist_agrees_with_exact(batch):
+    """On CUDA the shortlist copy is float16 on the GPU; answers match exact fp32 search there."""
+    gen = torch.Generator().manual_seed(6)
+    cands = _clustered(gen)
+    q = _queries(cands, batch, gen).cuda()
+    loc = _locator(device="cuda")
+    _check_against_exact(loc, cands.cuda(), q, p_rtol=1e-2)
+    assert [v[1].kind for v in loc._indexes._items.values()] == ["float16"]
