@@ -153,10 +153,14 @@ def test_one_query_rescores_the_near_ties_at_the_top_exactly():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 @pytest.mark.parametrize("batch", [1, 16])
 def test_cuda_float16_shortlist_agrees_with_exact(batch):
-    """On CUDA the shortlist copy is float16 on the GPU; answers match exact fp32 search there."""
+    """On CUDA, auto is exact search (faster there); search="fast" keeps a float16 copy on the GPU
+    whose answers match exact fp32 search."""
     gen = torch.Generator().manual_seed(6)
-    cands = _clustered(gen)
-    q = _queries(cands, batch, gen).cuda()
-    loc = _locator(device="cuda")
-    _check_against_exact(loc, cands.cuda(), q, p_rtol=1e-2)
-    assert [v[1].kind for v in loc._indexes._items.values()] == ["float16"]
+    cands = _clustered(gen).cuda()
+    q = _queries(cands.cpu(), batch, gen).cuda()
+    auto = _locator(device="cuda")
+    got, ref = auto.top_k(q, cands, K), exact_top_k(q, cands, auto.scale, K)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]) and not auto._indexes._items
+    fast = _locator(device="cuda", search="fast")
+    _check_against_exact(fast, cands, q, p_rtol=1e-2)
+    assert [v[1].kind for v in fast._indexes._items.values()] == ["float16"]
