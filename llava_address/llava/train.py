@@ -377,8 +377,10 @@ def _training_args(cfg: LlavaConfigFile, stage: int, sc: StageConfig, deepspeed:
         max_steps=sc.max_steps, lr_scheduler_type=sc.scheduler, warmup_steps=sc.warmup_ratio,
         weight_decay=sc.weight_decay, logging_steps=sc.logging_steps, save_steps=sc.save_steps,
         save_total_limit=sc.save_total_limit, seed=sc.seed, report_to=[], remove_unused_columns=False,
-        deepspeed=deepspeed, gradient_checkpointing=sc.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if sc.gradient_checkpointing else None,
+        deepspeed=deepspeed, activation_checkpointing=sc.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if sc.gradient_checkpointing else None,
+        # pinned memory only serves copies to a GPU (on CPU torch warns that it is ignored)
+        dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_num_workers=sc.num_workers, ddp_find_unused_parameters=False)
 
 
