@@ -137,11 +137,12 @@ NEARBY_A_HEAD = (
 
 # Grounded turns (candidates in the question, data_gen/qa/prompt.py): the answer names the
 # chosen candidate verbatim; when none is right, it says so (prompt.NONE_FITS) and names the place.
+# ONE opening for "a candidate fits": the first answer token is then the decision itself (this
+# opening vs NONE_FITS). With four openings each held ~17 % of grounded turns against NONE_FITS's
+# ~34 %, and greedy decoding opened every test answer with NONE_FITS and then named a place
+# outside the list (measured: 355 of 355 test answers, docs/llava_answers.md).
 GROUNDED_A = (
     "This photo was taken on {sub_street}.",
-    "It is {sub_street}.",
-    "Of the candidates, {sub_street} fits: this photo was taken there.",
-    "The address is {sub_street}.",
 )
 GROUNDED_NONE_A = (
     "This photo was taken on {sub_street}.",
