@@ -35,7 +35,7 @@ def test_checkpoint_loads_with_plain_transformers_and_matches_locator(model_dir,
     cands = json.loads((model_dir / "candidates.json").read_text())["sub_street"]
     img = Image.open(data_dir / "images" / "00003.png")
     with torch.no_grad():
-        inputs = proc(text=cands, images=[img], return_tensors="pt", padding=True)
+        inputs = proc(text=cands, images=[img], return_tensors="pt", padding=True, truncation=True)
         probs = clip(**inputs).logits_per_image.softmax(-1)[0]
     got = AddressLocator.from_pretrained(model_dir).locate([img], k=len(cands))[0]
     assert [a for a, _ in got] == [cands[i] for i in probs.argsort(descending=True).tolist()]

@@ -89,7 +89,8 @@ def test_stage2_lora_step_changes_only_lora_and_projector(trained_run, fixture_d
     processor = AutoProcessor.from_pretrained(base)
     ds = LlavaJsonDataset(Path(cfg.data.dataset_dir) / "qa" / "qa.json", cfg.data.dataset_dir)
     args = TrainingArguments(output_dir=str(trained_run / "unit"), max_steps=1, per_device_train_batch_size=4,
-                             learning_rate=1e-2, report_to=[], remove_unused_columns=False, save_strategy="no")
+                             learning_rate=1e-2, report_to=[], remove_unused_columns=False, save_strategy="no",
+                             dataloader_pin_memory=False)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=ds, data_collator=LlavaCollator(processor),
                                  projector_lr=3e-3)
     trainer.train()
