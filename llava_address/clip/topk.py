@@ -13,8 +13,9 @@ and for batches, ``benchmarks/topk_fast.py --alternatives``). On CUDA, float16, 
 only: on an H100 exact fp32 search was faster (0.30 vs 1.38 ms for one image over 100k × 512, 0.008
 vs 0.029 ms/image in batches of 64), so the locator's ``auto`` searches exactly on a GPU.
 
-One query on CPU is a matrix-vector product, which ``torch._int_mm`` runs 2.8× faster with one
-query row than with two (2.7 ms vs 7.8 ms at 100k × 512, 2 threads: a gemv kernel). So a batch
+One query on CPU is a matrix-vector product: ``torch._int_mm(codes, q_codes.T)`` with a single
+query column runs a gemv kernel, 2.7 ms at 100k × 512 on 2 threads, against 4.4 ms for the
+two-row product (query codes + residual codes) that the batch path uses. So a batch
 sends each query as int8 codes plus the int8 codes of its rounding residual (exact enough for the
 normaliser everywhere), while a single query sends its codes alone and instead computes *every*
 candidate whose approximate logit lies within ``SINGLE_MARGIN`` of the best one exactly (at most
