@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = torch.Generator().manual_seed(0)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {args.threads} threads"
+    auto_name = "auto: exact on a GPU" if dev.type == "cuda" else "auto: int8 shortlist + fp32 re-rank"
     print(f"top-5 over {args.n:,} candidates at {args.dim}-d, {where}, AddressLocator.top_k "
           f"(load average at start {os.getloadavg()[0]:.1f}: the machine is shared)\n")
     print("| candidates | search | 1 image, ms | batch 64, ms/image | recall@5 near / random | "
@@ -175,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                                  for mode in ("exact", "auto")}, args.reps)
         agree = _agreement(loc, cands, queries)
         for mode in ("exact", "auto"):
-            auto = "auto: exact on a GPU" if dev.type == "cuda" else "auto: int8 shortlist + fp32 re-rank"
-            name = "exact fp32" if mode == "exact" else auto
+            name = "exact fp32" if mode == "exact" else auto_name
             a = {"near": (1.0, 1.0, 0.0), "random": (1.0, 1.0, 0.0)} if mode == "exact" else agree
             print(f"| {kind} | {name} | {1000 * sec[f'{mode} 1']:.2f} | {1000 * sec[f'{mode} 64'] / 64:.3f} | "
                   f"{a['near'][0]:.3f} / {a['random'][0]:.3f} | {a['near'][1]:.3f} / {a['random'][1]:.3f} | "
