@@ -72,10 +72,10 @@ def test_all_losses_off_is_rejected():
 def test_shipped_configs_load():
     from pathlib import Path
 
+    import yaml
+
     from llava_address.clip.table import TableConfig
     from llava_address.common.config import load_config
-
-    import yaml
 
     root = Path(__file__).resolve().parents[1]
     for p in sorted((root / "configs" / "clip").glob("*.yaml")):
