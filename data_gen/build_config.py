@@ -43,6 +43,9 @@ class SamplingConfig(StrictModel):
     spacing_m: float = Field(10.0, gt=0, description="distance between sampled points along each way")
     gps_noise_m: float = Field(3.0, ge=0, description="std of the simulated GPS error (m)")
     images_per_point: int = Field(1, ge=1, description="views rendered per sampled point")
+    train_views_per_point: int = Field(
+        1, ge=1, description="SynthCity: views of each TRAINING point (a VPR database holds several per place, "
+                             "e.g. Pitts-250k's 24); the extra ones are appended, so val/test stay byte-identical")
     max_images: int | None = Field(None, ge=1, description="random subsample of points to stay under this")
     unaddressable_spacing_m: float | None = Field(
         None, gt=0, description="also sample unnamed/service ways this sparsely (cleaning must drop them)")

@@ -208,6 +208,17 @@ def _along(by_name: dict, sub: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.n
     return s
 
 
+def _add_database_views(df: pd.DataFrame, views: int) -> pd.DataFrame:
+    """Each training point ``views`` times: same place, same GPS fix and label, new capture draw.
+
+    WHY appended at the end: image ``i`` is rendered from ``rng([seed, i])``, so the original rows
+    (val and test among them) keep their indices and render to the very same images; a build with
+    more database views is evaluated on exactly the queries of the build without them.
+    """
+    train = df[df.split == "train"]
+    return pd.concat([df] + [train] * (views - 1), ignore_index=True)
+
+
 def _physical_blocks(cfg: BuildConfig, net: RoadNetwork, df: pd.DataFrame) -> np.ndarray:
     """The block each camera truly stands on: the piece of its TRUE street between intersections
     (before any label cleaning), which the renderer gives its own façade palette. Appearance is a
@@ -335,6 +346,8 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
     df = df[df.split != ""].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no images survived the build (dropped: {dict(dropped)})")
+    if synth and cfg.sampling.train_views_per_point > 1:
+        df = _add_database_views(df, cfg.sampling.train_views_per_point)
     with atomic_dir(out, overwrite=True, marker={"kind": "dataset", **fp}) as tmp:  # _reuse_existing checked
         img_dir = tmp / "images"
         img_dir.mkdir()

@@ -79,6 +79,22 @@ def test_rerun_skips_and_overwrite_reproduces(tiny, tmp_path):
     assert a.equals(b) and (again / b.image[3]).read_bytes() == img  # seeded: identical rebuild
 
 
+def test_database_views_add_training_renders_and_keep_every_query_image(tiny, tmp_path):
+    more = build_dataset(tiny_cfg("sampling.train_views_per_point=3"), tmp_path / "views3")
+    a, b = read_manifest(tiny), read_manifest(more)
+    assert (b.split == "train").sum() == 3 * (a.split == "train").sum()
+    for split in ("val", "test"):  # the very same query images, byte for byte
+        qa, qb = a[a.split == split].reset_index(drop=True), b[b.split == split].reset_index(drop=True)
+        assert qa[["image", "sub_street", "lat", "lon"]].equals(qb[["image", "sub_street", "lat", "lon"]])
+        assert all((tiny / p).read_bytes() == (more / p).read_bytes() for p in qa.image)
+    tr = b[b.split == "train"]
+    first, extra = tr.iloc[0], tr[(tr.lat == tr.iloc[0].lat) & (tr.lon == tr.iloc[0].lon)]
+    assert len(extra) == 3 and set(extra.sub_street) == {first.sub_street}  # same place, same label
+    views = {(more / p).read_bytes() for p in extra.image}
+    assert len(views) == 3  # three different captures of it
+    assert json.loads((more / "stats.json").read_text())["splits"]["train"] == len(tr)
+
+
 def test_killed_build_leaves_no_complete_folder(tmp_path, monkeypatch):
     import data_gen.builder as b
 
