@@ -346,8 +346,12 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
     df = df[df.split != ""].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no images survived the build (dropped: {dict(dropped)})")
+    views = {"train_views_per_point": cfg.sampling.train_views_per_point, "added": 0}
     if synth and cfg.sampling.train_views_per_point > 1:
+        n_before = len(df)
         df = _add_database_views(df, cfg.sampling.train_views_per_point)
+        views["added"] = len(df) - n_before
+        n_sampled += views["added"]  # rendered images: sampled = kept + dropped still holds
     with atomic_dir(out, overwrite=True, marker={"kind": "dataset", **fp}) as tmp:  # _reuse_existing checked
         img_dir = tmp / "images"
         img_dir.mkdir()
@@ -358,7 +362,7 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
         df["image"] = rel
         df["caption"] = _captions(cfg, tmp, rel, scene)
         write_outputs(cfg, tmp, net, pieces, df, dropped, n_sampled, sr.train_only_sub_streets, t0,
-                      extra={"partition": partition_stats})
+                      extra={"partition": partition_stats, "database_views": views})
         dump_config(cfg, tmp / "build_config.yaml")
     log.info("dataset written to %s (%d images, %.1fs)", out, len(df), time.time() - t0)
     return out

@@ -92,7 +92,10 @@ def test_database_views_add_training_renders_and_keep_every_query_image(tiny, tm
     assert len(extra) == 3 and set(extra.sub_street) == {first.sub_street}  # same place, same label
     views = {(more / p).read_bytes() for p in extra.image}
     assert len(views) == 3  # three different captures of it
-    assert json.loads((more / "stats.json").read_text())["splits"]["train"] == len(tr)
+    stats = json.loads((more / "stats.json").read_text())
+    assert stats["splits"]["train"] == len(tr) and stats["images"]["kept"] == len(b)
+    assert stats["database_views"] == {"train_views_per_point": 3, "added": 2 * (a.split == "train").sum()}
+    assert stats["images"]["sampled"] == stats["images"]["kept"] + stats["images"]["dropped_total"]
 
 
 def test_killed_build_leaves_no_complete_folder(tmp_path, monkeypatch):
