@@ -202,3 +202,12 @@ class BuildConfig(StrictModel):
     splits: SplitsConfig = SplitsConfig()
     importer: ImporterConfig = ImporterConfig()
     captions: CaptionsConfig = CaptionsConfig()
+
+    @model_validator(mode="after")
+    def _views_need_renders(self):
+        # WHY an error: imported photos have exactly the views that were taken; silently ignoring
+        # the field would let a user believe the database was enlarged
+        if self.sampling.train_views_per_point > 1 and self.importer.kind != "synthcity":
+            raise ValueError(f"sampling.train_views_per_point ({self.sampling.train_views_per_point}) renders extra "
+                             f"SynthCity views; importer.kind={self.importer.kind} imports photos, which have none")
+        return self

@@ -148,6 +148,8 @@ def test_bad_config_and_empty_map_are_clear_errors(tmp_path):
         tiny_cfg("render.nonsense=1")
     with pytest.raises(ConfigError, match=r"splits: .*must sum to 1, got 1.2 \+ 0.1 \+ 0.1 = 1.4"):
         tiny_cfg("splits.train=1.2")
+    with pytest.raises(ConfigError, match=r"train_views_per_point \(2\) renders extra SynthCity views; importer.kind=csv"):
+        tiny_cfg("sampling.train_views_per_point=2", "importer.kind=csv", "importer.path=x.csv")
     with pytest.raises(ConfigError, match=r"sampling: .*max_images \(3\) is smaller than images_per_point \(5\)"):
         tiny_cfg("sampling.images_per_point=5", "sampling.max_images=3")
     osm = tmp_path / "empty.osm"
