@@ -35,7 +35,8 @@ SIZE = {
     "eval_llava": ["--max-samples", "4", "--max-new-tokens", "6"],
     "chat": ["--max-new-tokens", "6"],
 }
-SKIP = re.compile(r"synthcity_helsinki_large|synthcity_procedural|configs/data/tiny.yaml|run_table|web\.py"
+SKIP = re.compile(r"synthcity_helsinki_large|synthcity_procedural|train_views_per_point|configs/data/tiny.yaml"
+                  r"|run_table|web\.py"
                   r"|llava_v15_7b|export_llava")
 
 
