@@ -347,7 +347,7 @@ def build_dataset(cfg: BuildConfig, out_dir: str | Path | None = None, overwrite
     if df.empty:
         raise ValueError(f"no images survived the build (dropped: {dict(dropped)})")
     views = {"train_views_per_point": cfg.sampling.train_views_per_point, "added": 0}
-    if synth and cfg.sampling.train_views_per_point > 1:
+    if cfg.sampling.train_views_per_point > 1:  # SynthCity only (BuildConfig refuses it for photos)
         n_before = len(df)
         df = _add_database_views(df, cfg.sampling.train_views_per_point)
         views["added"] = len(df) - n_before
