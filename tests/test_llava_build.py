@@ -61,7 +61,7 @@ def test_local_text_dir_path(clip_dir, tokenizer, tmp_path):
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_index
     assert torch.equal(model.model.language_model.layers[0].self_attn.q_proj.weight,
                        lm.model.layers[0].self_attn.q_proj.weight)
-    with pytest.raises(FileNotFoundError, match="'tiny' or a local causal-LM dir"):
+    with pytest.raises(FileNotFoundError, match="'tiny', a named LM .* or a local causal-LM dir"):
         build_llava(clip_dir, str(tmp_path / "nope"))
 
 

@@ -139,7 +139,8 @@ def test_split_subset_matches_all_and_splits_preserved(dataset, tmp_path):
 def test_all_turn_types_appear(many):
     recs, _ = many
     seen = Counter(t for r in recs for t in r["turn_types"])
-    assert set(seen) == set(TURN_TYPES) - {"grounded"}, seen  # grounded turns are opt-in (weight 0)
+    opt_in = {"grounded", "time_of_day", "weather", "scene", "city", "unknown"}  # weight 0 by default
+    assert set(seen) == set(TURN_TYPES) - opt_in, seen
 
 
 def test_type_rules_follow_the_address(many):
@@ -347,7 +348,8 @@ def test_many_phrasings_per_type(many):
             q = e.question.replace("<image>\n", "").split("\n")[0]
             questions.setdefault(e.kind, set()).add(re.sub(r"\b(Main|Oak|Pine|Lonely) .*", "", q))
             answers.setdefault(e.kind, set()).add(e.answer.split(" ")[0])
-    for kind in set(TURN_TYPES) - {"grounded"}:  # grounded reuses the "where" questions (opt-in type)
+    # grounded reuses the "where" questions; the conversation types are opt-in (checked below)
+    for kind in set(TURN_TYPES) - {"grounded", "time_of_day", "weather", "scene", "city", "unknown"}:
         assert len(questions[kind]) >= 5, (kind, questions[kind])
     assert all(len(answers[k]) >= 2 for k in ("where", "street", "district", "cross_streets")), answers
 
@@ -412,3 +414,71 @@ def test_candidate_simulator_rates_follow_true_logit():
     from llava_address.common.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="grounded_pool"):
         load_config(None, QAConfig, ["grounded_k=8", "grounded_pool=4"])
+
+
+CONVERSATION_WEIGHTS = {k: (0.0 if k in ("where", "street", "district", "cross_streets", "yes_no",
+                                         "multiple_choice", "nearby_list", "refine", "grounded") else 1.0)
+                        for k in TURN_TYPES}
+
+
+def test_scene_facts_read_the_renderers_phrases():
+    from data_gen.qa.scene import parse_time_answer, parse_weather_answer, scene_facts
+
+    assert tuple(scene_facts("a side street lined with teal blocks, at dusk in snow").__dict__.values()) == ("dusk", "snow")
+    assert tuple(scene_facts("a street, in daylight").__dict__.values()) == ("day", "clear")  # SynthCity: no phrase = clear
+    assert tuple(scene_facts("a man riding a bike").__dict__.values()) == (None, None)  # BLIP-style: unknown
+    assert tuple(scene_facts(None).__dict__.values()) == (None, None)
+    assert parse_time_answer("No, it was taken in daylight.") == "day"
+    assert parse_time_answer("Yes, it was taken at night.") == "night"
+    assert parse_weather_answer("The weather is clear and dry.") == "clear"
+    assert parse_weather_answer("It is foggy.") == "fog" and parse_weather_answer("Hello") is None
+
+
+def test_conversation_turns_answer_from_the_caption_and_city():
+    """Time of day / weather answers state the caption's condition, city turns the map, 'unknown' declines."""
+    from dataclasses import replace
+
+    from data_gen.qa.scene import parse_time_answer, parse_weather_answer, scene_facts
+
+    vocab = make_vocab()
+    gen = DialogueGenerator(vocab, QAConfig(seed=1, turns_min=5, turns_max=5, type_weights=CONVERSATION_WEIGHTS))
+    captions = ["a street lined with red blocks, at night in the rain", "a lane, in daylight",
+                "a busy street, on an overcast day in fog", "a street, at dusk in snow"]
+    seen = Counter()
+    for i, cap in enumerate(captions * 5):
+        addr = replace(address_of(vocab, vocab.sub_street[i % len(vocab.sub_street)]), caption=cap, city="Helsinki")
+        facts = scene_facts(cap)
+        _, exs = gen.dialogue(f"images/{i}.jpg", addr, "train", i)
+        assert sorted(e.kind for e in exs) == ["city", "scene", "time_of_day", "unknown", "weather"]
+        for e in exs:
+            seen[e.kind] += 1
+            if e.kind == "time_of_day":
+                assert parse_time_answer(e.answer) == facts.time_of_day, (e.question, e.answer)
+                from data_gen.qa.templates import NIGHT_QUESTIONS
+
+                if e.question in NIGHT_QUESTIONS:  # yes/no form
+                    assert e.answer.startswith("Yes" if facts.time_of_day == "night" else "No")
+            elif e.kind == "weather":
+                assert parse_weather_answer(e.answer) == facts.weather, e.answer
+            elif e.kind == "city":
+                assert "Helsinki" in e.answer
+            elif e.kind == "scene":
+                assert cap in e.answer
+            else:
+                assert "can't tell" in e.answer or "not something I can tell" in e.answer
+    # a photo whose caption says nothing about conditions gets no condition turns; no city, no city turn
+    addr = replace(address_of(vocab, vocab.sub_street[0]), caption="a man riding a bike")
+    assert set(gen.applicable(addr)) == {"scene", "unknown"}
+
+
+def test_caption_address_alignment_uses_the_contract_rule(dataset, tmp_path):
+    from data_gen.contract import join_caption_address
+
+    stats = build_qa(dataset, tmp_path / "qa.json", tmp_path / "align.json",
+                     QAConfig(align_text="caption_address"), progress=False)
+    assert stats["stage1"]["all"]["dialogues"] > 0
+    align = json.loads((tmp_path / "align.json").read_text())
+    vocab = make_vocab()
+    for rec in align[:10]:
+        sub = next(a for a in vocab.sub_street if rec["image"].startswith(f"images/{vocab.sub_street.index(a):02d}_"))
+        assert rec["conversations"][1]["value"] == join_caption_address("a street", sub)

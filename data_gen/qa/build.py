@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from data_gen.qa.config import QAConfig
 from data_gen.qa.generator import DialogueGenerator, address_of
 from data_gen.qa.stats import compute_qa_stats
 from data_gen.qa.validate import validate_llava_records
-from llava_address.common.io import atomic_write_json
+from llava_address.common.io import atomic_write_json, read_json
 
 __all__ = ["QAError", "load_dataset_labels", "generate_records", "build_qa", "stats_path_for"]
 
@@ -54,25 +55,36 @@ def load_dataset_labels(data_dir: str | Path, split: str = "all") -> tuple[pd.Da
     return df, vocab
 
 
+def map_name(data_dir: str | Path) -> str:
+    """The map's name recorded by the dataset build (stats.json ``map.name``; "" when it has none)."""
+    try:
+        stats = read_json(Path(data_dir) / "stats.json")
+    except (FileNotFoundError, ValueError):
+        return ""
+    name = (stats.get("map") or {}).get("name") if isinstance(stats, dict) else None
+    return str(name).strip() if name else ""
+
+
 def _text(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA else str(v).strip()
 
 
 def generate_records(df: pd.DataFrame, vocab: AddressVocabulary, cfg: QAConfig, with_alignment: bool = False,
-                     progress: bool = True) -> tuple[list[dict], list[dict], Counter]:
-    """(qa records, alignment records, skip counts) for the manifest rows in ``df``."""
+                     progress: bool = True, city: str = "") -> tuple[list[dict], list[dict], Counter]:
+    """(qa records, alignment records, skip counts) for the manifest rows in ``df``; ``city`` for 'city' turns."""
     gen = DialogueGenerator(vocab, cfg)
     qa, align, skipped = [], [], Counter()
     unknown: list[str] = []
-    rows = df[["image", "sub_street", "district", "split"]].itertuples(index=False)
-    for image, sub, district, split in tqdm(rows, total=len(df), desc="qa dialogues", unit="img",
-                                            disable=not progress):
+    captions = df["caption"] if "caption" in df.columns else pd.Series([""] * len(df), index=df.index)
+    rows = zip(*(df[c] for c in ("image", "sub_street", "district", "split")), captions)
+    for image, sub, district, split, caption in tqdm(rows, total=len(df), desc="qa dialogues", unit="img",
+                                                     disable=not progress):
         image, sub = _text(image), _text(sub)
         if not image or not sub:
             skipped["empty_image_or_label"] += 1
             continue
         try:
-            addr = address_of(vocab, sub, _text(district))
+            addr = replace(address_of(vocab, sub, _text(district)), caption=_text(caption), city=city)
         except KeyError:
             skipped["unknown_sub_street"] += 1
             unknown.append(sub)
@@ -96,7 +108,8 @@ def build_qa(data_dir: str | Path, out: str | Path, stage1_out: str | Path | Non
     """Write qa.json (+ align.json) and qa.stats.json atomically; returns the stats."""
     cfg = cfg or QAConfig()
     df, vocab = load_dataset_labels(data_dir, cfg.split)
-    qa, align, skipped = generate_records(df, vocab, cfg, stage1_out is not None, progress)
+    qa, align, skipped = generate_records(df, vocab, cfg, stage1_out is not None, progress,
+                                          city=cfg.city or map_name(data_dir))
     if not qa:
         raise QAError(f"{data_dir}: all {len(df)} rows were skipped ({dict(skipped)}); no dialogues")
     errors = validate_llava_records(qa) + (validate_llava_records(align) if stage1_out else [])

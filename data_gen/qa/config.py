@@ -12,10 +12,13 @@ __all__ = ["TURN_TYPES", "QAConfig"]
 
 # One label per human/gpt exchange; "refine" spans two exchanges (street, then "more precise?").
 # "grounded" (off by default) asks "where?" with AddressCLIP-like top-k candidates in the user turn.
+# The conversation types (off by default, on in the demo): "time_of_day" / "weather" / "scene" answer from
+# the caption (data_gen/qa/scene.py), "city" from the map's name, "unknown" says what the photo cannot tell.
 TURN_TYPES = ("where", "street", "district", "cross_streets", "yes_no", "multiple_choice",
-              "nearby_list", "refine", "grounded")
+              "nearby_list", "refine", "grounded", "time_of_day", "weather", "scene", "city", "unknown")
 DEFAULT_WEIGHTS = {"where": 3.0, "street": 1.0, "district": 1.0, "cross_streets": 1.0,
-                   "yes_no": 1.5, "multiple_choice": 1.5, "nearby_list": 1.0, "refine": 1.5, "grounded": 0.0}
+                   "yes_no": 1.5, "multiple_choice": 1.5, "nearby_list": 1.0, "refine": 1.5, "grounded": 0.0,
+                   "time_of_day": 0.0, "weather": 0.0, "scene": 0.0, "city": 0.0, "unknown": 0.0}
 
 
 class QAConfig(StrictModel):
@@ -39,6 +42,11 @@ class QAConfig(StrictModel):
                          "as AddressCLIP's test SSA-1 / SSA-5 (21 % / 63 %) (see data_gen/qa/prompt.py, qa.stats.json)")
     grounded_noise: float = Field(1.0, gt=0, description="grounded lists: std of the logit noise")
     grounded_distance_m: float = Field(1000.0, gt=0, description="grounded lists: neighbour logit -= metres / this")
+    align_text: Literal["address", "caption_address"] = Field(
+        "address", description="stage-1 pairs: an address sentence, or the image's caption joined to its "
+                               "address by the contract's rule (data_gen.contract.join_caption_address), which "
+                               "also aligns what the photo shows (time of day, weather)")
+    city: str | None = Field(None, description="city named by 'city' turns (None: the map name in stats.json)")
     type_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="relative chance of each turn type being picked next (0 disables a type); "

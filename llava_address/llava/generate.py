@@ -20,7 +20,7 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration, TextIteratorStreamer
 
 from llava_address.common.images import load_image
-from llava_address.llava.chat_template import history_to_messages
+from llava_address.llava.chat_template import answer_prefix, history_to_messages
 from llava_address.llava.data import pad_longest
 
 __all__ = ["LlavaAddressAssistant", "CONSTRAINED_ANSWER", "AnswerTrie", "as_image"]
@@ -32,15 +32,17 @@ CONSTRAINED_ANSWER = "This photo was taken on {address}."
 class AnswerTrie:
     """Prefix trie over the token ids of allowed answers (each ending in EOS): next allowed tokens."""
 
-    def __init__(self, tokenizer: Any, addresses: Sequence[str], template: str = CONSTRAINED_ANSWER) -> None:
+    def __init__(self, tokenizer: Any, addresses: Sequence[str], template: str = CONSTRAINED_ANSWER,
+                 prefix: str = " ") -> None:
         if not addresses:
             raise ValueError("constrained decoding needs at least one allowed address")
         self.eos = tokenizer.eos_token_id
         self.next: dict[tuple[int, ...], set[int]] = {}
         self.answers: dict[tuple[int, ...], str] = {}
         for addr in dict.fromkeys(addresses):
-            # a leading space: the template renders " {answer}</s>" after "ASSISTANT:"
-            ids = tokenizer(" " + template.format(address=addr), add_special_tokens=False)["input_ids"] + [self.eos]
+            # ``prefix``: what the chat template puts before an answer (Vicuna v1 " " after "ASSISTANT:",
+            # ChatML nothing after "assistant\n"; chat_template.answer_prefix reads it from the template)
+            ids = tokenizer(prefix + template.format(address=addr), add_special_tokens=False)["input_ids"] + [self.eos]
             self.answers[tuple(ids)] = addr
             for i in range(len(ids)):
                 self.next.setdefault(tuple(ids[:i]), set()).add(ids[i])
@@ -93,7 +95,8 @@ class LlavaAddressAssistant:
 
     def _constraint(self, allowed_addresses: Sequence[Sequence[str]], prompt_len: int):
         """``prefix_allowed_tokens_fn`` for a batch: row i follows the trie of ``allowed_addresses[i]``."""
-        tries = [AnswerTrie(self.processor.tokenizer, a) for a in allowed_addresses]
+        prefix = answer_prefix(self.processor)
+        tries = [AnswerTrie(self.processor.tokenizer, a, prefix=prefix) for a in allowed_addresses]
 
         def fn(row: int, ids: torch.Tensor) -> list[int]:
             return tries[row].allowed(ids[prompt_len:].tolist())

@@ -83,9 +83,13 @@ def base_inputs(cfg: LlavaConfigFile) -> dict[str, Any]:
     if m.base_llava_dir is not None:  # model.text is not used then
         inputs["base_llava_dir"] = dir_digest(m.base_llava_dir)
     elif m.text != "tiny":
-        if not (Path(m.text) / "config.json").is_file():
-            raise FileNotFoundError(f"model.text must be 'tiny' or a local causal-LM dir with config.json: {m.text}")
-        inputs["text"] = dir_digest(m.text)
+        from llava_address.llava.pretrained_lm import resolve_text_model
+
+        text = resolve_text_model(m.text)  # a named LM: its converted folder (converted on first use)
+        if not (Path(text) / "config.json").is_file():
+            raise FileNotFoundError(f"model.text must be 'tiny', a named LM (smollm2-135m-instruct) or a local "
+                                    f"causal-LM dir with config.json: {m.text}")
+        inputs["text"] = dir_digest(text)
     else:  # the tiny tokenizer is trained on the dialogue corpus
         inputs["text"] = "tiny"
         inputs["tokenizer_corpus"] = {k: file_digest(p) if p.is_file() else None for k, p in
@@ -280,6 +284,19 @@ class ProjectorLrTrainer(Trainer):
         self.optimizer = cls(groups, **kwargs)
         return self.optimizer
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """``stage.group_by_length``: batches of similar length (LLaVA's own trainer does the same with
+        its modality-length sampler). A grounded dialogue is ~240 tokens, a weather question ~85: mixed
+        at random, most batches pad to the longest and stage 2 pays ~1.8x for padding."""
+        ds = self.train_dataset if train_dataset is None else train_dataset
+        lengths = getattr(ds, "lengths", None)
+        if self.args.train_sampling_strategy != "group_by_length" or lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=list(lengths))
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         """Strict replacement of the Trainer's loader (it only logs a warning when no key matches).
 
@@ -377,6 +394,7 @@ def _training_args(cfg: LlavaConfigFile, stage: int, sc: StageConfig, deepspeed:
         max_steps=sc.max_steps, lr_scheduler_type=sc.scheduler, warmup_steps=sc.warmup_ratio,
         weight_decay=sc.weight_decay, logging_steps=sc.logging_steps, save_steps=sc.save_steps,
         save_total_limit=sc.save_total_limit, seed=sc.seed, report_to=[], remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if sc.group_by_length else "random",
         deepspeed=deepspeed, activation_checkpointing=sc.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if sc.gradient_checkpointing else None,
         # pinned memory only serves copies to a GPU (on CPU torch warns that it is ignored)
@@ -451,7 +469,23 @@ def stage_inputs(cfg: LlavaConfigFile, stage: int) -> dict[str, Any]:
     if stage == 2:
         proj = out / "stage1" / PROJECTOR_FILE
         inputs["projector"] = file_digest(proj) if proj.is_file() and not sc.without_stage1 else None
+        if cfg.data.general.enabled:  # the base LM's own answers, made (or read from the cache) here
+            inputs["general"] = file_digest(_general_json(cfg))
     return inputs
+
+
+def general_json_path(cfg: LlavaConfigFile) -> Path:
+    return Path(cfg.output_dir) / "stage2_general.json"
+
+
+def _general_json(cfg: LlavaConfigFile) -> Path:
+    """Stage 2's self-distilled general records (llava_address.llava.general), rebuilt from the cache."""
+    from llava_address.llava.general import ensure_general_json
+    from llava_address.llava.pretrained_lm import resolve_text_model
+
+    g = cfg.data.general
+    return ensure_general_json(resolve_text_model(cfg.model.text), cfg.data.resolve(cfg.data.qa_json),
+                               general_json_path(cfg), g.repeats, g.max_new_tokens, cfg.stage2.seed)
 
 
 def _stage_result_exists(cfg: LlavaConfigFile, stage: int) -> bool:
@@ -544,7 +578,7 @@ def train_stage(cfg: LlavaConfigFile, stage: int, deepspeed: str | None = None,
     json_name = cfg.data.align_json if stage == 1 else cfg.data.qa_json
     dataset = LlavaJsonDataset(cfg.data.resolve(json_name), cfg.data.dataset_dir, "train", cfg.data.max_samples,
                                processor=processor, max_length=cfg.data.max_length)
-    if stage == 2 and cfg.data.extra_json:
+    if stage == 2 and (cfg.data.extra_json or cfg.data.general.enabled):
         dataset = _with_extra(dataset, cfg)
     trainer = ProjectorLrTrainer(model=model, args=args, train_dataset=dataset,
                                  data_collator=LlavaCollator(processor, cfg.data.max_length, TEMPLATES[sc.template]),
@@ -634,9 +668,12 @@ def _master_weights(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
 def _with_extra(dataset: LlavaJsonDataset, cfg: LlavaConfigFile) -> torch.utils.data.ConcatDataset:
     """Stage-2 address QA + the extra LLaVA JSON sets (``data.extra_json``), skips counted per set."""
     parts = [dataset] + [LlavaJsonDataset(e.path, e.image_dir, "train") for e in cfg.data.extra_json]
+    if cfg.data.general.enabled:
+        parts.append(LlavaJsonDataset(general_json_path(cfg), cfg.data.dataset_dir, "train"))
     joined = torch.utils.data.ConcatDataset(parts)
+    joined.lengths = [n for p in parts for n in p.lengths]
     joined.skipped = {k: sum(p.skipped.get(k, 0) for p in parts) for p in parts for k in p.skipped}
-    log.info("stage 2 data: %d address QA + %s extra records", len(dataset), [len(p) for p in parts[1:]])
+    log.info("stage 2 data: %d address QA + %s extra/general records", len(dataset), [len(p) for p in parts[1:]])
     return joined
 
 
