@@ -106,7 +106,22 @@ def test_length_grouped_batches_pad_less(tmp_path):
                                 data_collator=lambda b: {"i": torch.tensor([x["i"] for x in b])})
         batches = [b["i"].tolist() for b in tr.get_train_dataloader()]
         assert sorted(i for b in batches for i in b) == list(range(256))  # every sample once
+        if strategy == "group_by_length":  # not sorted by length over the run: the batch order is random
+            means = [np.mean([ds.lengths[i] for i in b]) for b in batches]
+            assert abs(np.corrcoef(np.arange(len(means)), means)[0, 1]) < 0.5
         # padding waste: longest minus mean length per batch
         return float(np.mean([max(ds.lengths[i] for i in b) - np.mean([ds.lengths[i] for i in b]) for b in batches]))
 
     assert spread("group_by_length") < 0.25 * spread("random")
+
+
+def test_length_grouped_batches_are_seeded_and_whole():
+    from llava_address.llava.data import LengthGroupedBatches
+
+    lengths = list(range(100, 0, -1)) + [5] * 3   # 103 items, batch 8: 12 full batches + a partial one
+    s = LengthGroupedBatches(lengths, 8, group=4, seed=3)
+    b0 = s.batches()
+    assert [len(b) for b in b0[:-1]] == [8] * (len(b0) - 1) and sum(map(len, b0)) == 103
+    assert LengthGroupedBatches(lengths, 8, group=4, seed=3).batches() == b0
+    s.set_epoch(1)
+    assert s.batches() != b0

@@ -27,7 +27,7 @@ from llava_address.common.io import read_json
 from llava_address.llava.chat_template import llava_json_to_messages
 
 __all__ = ["IGNORE_INDEX", "read_llava_json", "LlavaJsonDataset", "LlavaCollator", "dialogue_texts",
-           "prompt_length", "image_token_count", "pad_longest"]
+           "prompt_length", "image_token_count", "pad_longest", "LengthGroupedBatches"]
 
 
 def pad_longest() -> dict[str, Any]:
@@ -195,3 +195,43 @@ class LlavaCollator:
         n = self.max_length  # image tokens come first, so cutting the tail keeps them whole
         return {"input_ids": out["input_ids"][:, :n], "attention_mask": out["attention_mask"][:, :n],
                 "pixel_values": out["pixel_values"], "labels": labels[:, :n]}
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Sample indices in batches of similar length, the batches themselves in random order.
+
+    Why not transformers' ``LengthGroupedSampler``: it sorts megabatches of 50 batches longest first,
+    so a run shorter than 50 steps (the CPU recipe trains 40) meets its dialogues ordered by length:
+    every grounded one first, the short types last, at the end of the LR schedule. Here a seeded
+    permutation is cut into groups of ``group`` batches; each group is sorted by length and cut into
+    batches (similar lengths: little padding), and all full batches are shuffled (a partial one goes
+    last, so every batch the loader slices is one of these). ``set_epoch`` reseeds per epoch, so a
+    resumed run sees the same order.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, group: int = 8, seed: int = 0) -> None:
+        if batch_size < 1 or group < 1:
+            raise ValueError(f"batch_size and group must be >= 1, got {batch_size}, {group}")
+        self.lengths, self.batch_size, self.group, self.seed, self.epoch = list(lengths), batch_size, group, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.group * self.batch_size
+        full, partial = [], []
+        for lo in range(0, len(perm), size):
+            chunk = sorted(perm[lo:lo + size], key=lambda i: (self.lengths[i], i))
+            for b in range(0, len(chunk), self.batch_size):
+                (full if len(chunk[b:b + self.batch_size]) == self.batch_size else partial).append(
+                    chunk[b:b + self.batch_size])
+        order = torch.randperm(len(full), generator=g).tolist()
+        return [full[i] for i in order] + partial
+
+    def __iter__(self):
+        return iter([i for b in self.batches() for i in b])

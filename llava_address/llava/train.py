@@ -285,17 +285,19 @@ class ProjectorLrTrainer(Trainer):
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        """``stage.group_by_length``: batches of similar length (LLaVA's own trainer does the same with
-        its modality-length sampler). A grounded dialogue is ~240 tokens, a weather question ~85: mixed
-        at random, most batches pad to the longest and stage 2 pays ~1.8x for padding."""
+        """``stage.group_by_length``: batches of similar length (LLaVA's own trainer groups by length
+        too). A grounded dialogue is ~240 tokens, a weather question ~85: mixed at random, most batches
+        pad to the longest. :class:`~llava_address.llava.data.LengthGroupedBatches` keeps the batch
+        order random (transformers' sampler would order a short run by length)."""
         ds = self.train_dataset if train_dataset is None else train_dataset
         lengths = getattr(ds, "lengths", None)
         if self.args.train_sampling_strategy != "group_by_length" or lengths is None:
             return super()._get_train_sampler(train_dataset)
-        from transformers.trainer_pt_utils import LengthGroupedSampler
+        from llava_address.llava.data import LengthGroupedBatches
 
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                    lengths=list(lengths))
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return LengthGroupedBatches(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    seed=seed)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         """Strict replacement of the Trainer's loader (it only logs a warning when no key matches).
