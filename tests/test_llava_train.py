@@ -173,3 +173,33 @@ def test_bad_config_is_reported(fixture_dirs, capsys):
     assert train_llava.main(_argv(clip, data, root / "bad", "data.qa_json=missing.json",
                                   "stage2.without_stage1=true") + ["--stage", "2"]) == 2
     assert "LLaVA JSON not found" in capsys.readouterr().err
+
+
+def test_sparse_logits_loss_and_gradients_equal_the_dense_path(trained_run, fixture_dirs):
+    """stage.sparse_logits: the LM head on trained positions only gives the model's own loss and gradients,
+    alone and with gradient accumulation's num_items_in_batch normalisation."""
+    clip, data, _ = fixture_dirs
+    cfg = load_llava_config(CONFIG, tiny_overrides(clip, data, trained_run) + ["stage2.lora=true"])
+    base = trained_run / "base"
+    model = apply_lora(LlavaForConditionalGeneration.from_pretrained(base), cfg.stage2)
+    model.eval()  # LoRA dropout off: both paths must see the same network
+    processor = AutoProcessor.from_pretrained(base)
+    ds = LlavaJsonDataset(Path(cfg.data.dataset_dir) / "qa" / "qa.json", cfg.data.dataset_dir)
+    batch = LlavaCollator(processor)([ds[i] for i in range(4)])
+    args = TrainingArguments(output_dir=str(trained_run / "sparse"), report_to=[], remove_unused_columns=False,
+                             dataloader_pin_memory=False)
+    dense_tr = ProjectorLrTrainer(model=model, args=args, train_dataset=ds, data_collator=LlavaCollator(processor))
+    sparse_tr = ProjectorLrTrainer(model=model, args=args, train_dataset=ds, data_collator=LlavaCollator(processor),
+                                   sparse_logits=True)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for tr, n_items in ((dense_tr, None), (sparse_tr, None), (dense_tr, 37), (sparse_tr, 37)):
+        model.zero_grad()
+        loss = tr.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+        loss.backward()
+        results.append((float(loss.detach()), [p.grad.clone() for p in trained]))
+    for (ld, gd), (ls, gs) in (results[:2], results[2:]):
+        assert ls == pytest.approx(ld, rel=1e-5)
+        worst = max(float((a - b).abs().max() / (a.abs().max() + 1e-12)) for a, b in zip(gd, gs))
+        assert worst < 1e-4, worst
+    assert results[2][0] != pytest.approx(results[0][0])  # num_items_in_batch really normalises

@@ -482,3 +482,13 @@ def test_caption_address_alignment_uses_the_contract_rule(dataset, tmp_path):
     for rec in align[:10]:
         sub = next(a for a in vocab.sub_street if rec["image"].startswith(f"images/{vocab.sub_street.index(a):02d}_"))
         assert rec["conversations"][1]["value"] == join_caption_address("a street", sub)
+
+
+def test_conversation_config_loads_and_is_the_demos():
+    from llava_address.app.demo_config import load_demo_config
+    from llava_address.common.config import load_config
+
+    qc = load_config("configs/qa/conversation.yaml", QAConfig)
+    assert (qc.turns_min, qc.turns_max, qc.align_text) == (1, 2, "caption_address")
+    assert all(qc.type_weights[k] > 0 for k in ("grounded", "time_of_day", "weather", "scene", "city", "unknown"))
+    assert load_demo_config("configs/demo.yaml").qa.config == "configs/qa/conversation.yaml"

@@ -79,11 +79,11 @@ def test_readme_sections_run_in_order_on_a_fresh_copy(tmp_path, monkeypatch):
     for argv in cmds:
         assert _run(argv) == 0, " ".join(argv)
     # the shipped configs' default paths are what the flow wrote
-    tiny = load_llava_config("configs/llava/llava_tiny.yaml")
-    assert Path(tiny.model.clip_dir, "config.json").is_file()
-    assert Path(tiny.data.dataset_dir, "manifest.parquet").is_file()
-    assert tiny.data.resolve(tiny.data.qa_json).is_file() and tiny.data.resolve(tiny.data.align_json).is_file()
-    assert Path(tiny.output_dir, "export", "config.json").is_file()
+    smol = load_llava_config("configs/llava/llava_smollm2.yaml")  # README §3's (the default LM's) config
+    assert Path(smol.model.clip_dir, "config.json").is_file()
+    assert Path(smol.data.dataset_dir, "manifest.parquet").is_file()
+    assert smol.data.resolve(smol.data.qa_json).is_file() and smol.data.resolve(smol.data.align_json).is_file()
+    assert Path(smol.output_dir, "export", "config.json").is_file()
 
 
 def test_full_size_configs_point_at_each_other():
@@ -100,3 +100,5 @@ def test_full_size_configs_point_at_each_other():
     default = load_config(ROOT / "configs/data/synthcity_helsinki.yaml", BuildConfig)
     assert tiny.model.clip_dir == f"{tiny_clip.train.output_dir}/model"
     assert tiny.data.dataset_dir == tiny_clip.data.dataset_dir == default.out_dir
+    smol = load_llava_config(ROOT / "configs/llava/llava_smollm2.yaml")
+    assert smol.model.clip_dir == tiny.model.clip_dir and smol.data.dataset_dir == default.out_dir

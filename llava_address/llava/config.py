@@ -106,6 +106,8 @@ class StageConfig(StrictModel):
     save_total_limit: int = Field(1, ge=1)
     logging_steps: int = Field(10, ge=1)
     gradient_checkpointing: bool = False
+    sparse_logits: bool = Field(False, description="LM head only where a label is trained (same loss; faster "
+                                                   "with a large vocabulary: SmolLM2's 49k)")
     group_by_length: bool = Field(False, description="batches of dialogues of similar length (less padding; "
                                                      "LLaVA's length-grouped sampler)")
     seed: int = 42
