@@ -6,7 +6,8 @@ run on the same model, data and batch, in one run; then answers/s of the assista
 Both training rows start from the demo's assembled base (``<demo>/llava/base``, SmolLM2 + AddressCLIP tower),
 its stage-1 projector and its stage-2 dialogues, with the LoRA settings of the demo's LLaVA config. The
 plain row is what a transformers user writes: ``get_peft_model`` + ``Trainer`` with the same collator and the
-default random sampler; ours adds the length-grouped sampler and the projector's own learning rate. Tokens
+default random sampler; ours adds the length-grouped batches, the sparse-logits loss and the projector's
+own learning rate (as the config sets them). Tokens
 are the non-padding tokens the model saw (image tokens included). The first step of each row is warm-up
 and not timed. Goal: ours >= 1.0x the plain run.
 """
@@ -104,7 +105,7 @@ def train_rows(demo: Path, steps: int, batch: int) -> list[dict]:
                                      else "random")
             coll, clock = _CountingCollator(processor, cfg.data.max_length), _Clock()
             cls = T.ProjectorLrTrainer if ours else Trainer
-            kw = {"projector_lr": sc.projector_lr} if ours else {}
+            kw = {"projector_lr": sc.projector_lr, "sparse_logits": sc.sparse_logits} if ours else {}
             trainer = cls(model=model, args=args, train_dataset=dataset, data_collator=coll, callbacks=[clock], **kw)
             trainer.train()
         rows.append(_row(name, clock, coll, batch))

@@ -301,6 +301,11 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, fresh: bool = False, only: tu
     return summary
 
 
+def split_n(metrics: dict[str, Any]) -> str:
+    n = metrics.get("n_images")
+    return f"{n:.0f}" if isinstance(n, (int, float)) else "the"
+
+
 def _metrics_table(metrics: dict[str, float], title: str) -> str:
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
     return f"### {title}\n\n| metric | value |\n|---|---|\n{rows}\n"
@@ -323,14 +328,24 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<14}{rec['status']:<8}{rec['seconds']:>9.1f}{cpu if cpu is not None else '-':>8}  {text}")
     ev = summary["stages"].get("llava_eval", {}).get("metrics", {})
     clip = summary["stages"].get("clip_eval", {}).get("metrics", {})
-    if "SSA-1" in ev and "SSA-1" in clip:  # the goals of issue 11 at a glance: every mode vs AddressCLIP
-        lines.append(f"  AddressCLIP SSA-1 {clip['SSA-1']:.3f}; LLaVA answers on the same images:")
+    if "SSA-1" in ev and "SSA-1" in clip:  # every mode vs AddressCLIP on the images LLaVA answered
+        same = ev.get("grounded_clip_SSA-1", ev.get("grounded_constrained_clip_SSA-1"))
+        ref = same if same is not None else clip["SSA-1"]
+        lines.append(f"  AddressCLIP SSA-1 {clip['SSA-1']:.3f} on all {split_n(clip)} test images"
+                     + (f", {same:.3f} on the {ev.get('n_images', 0):.0f} LLaVA answered" if same is not None else "")
+                     + "; LLaVA answers on those images:")
         for mode in EVAL_MODES:
             pre = "" if mode == "plain" else f"{mode}_"
             if f"{pre}SSA-1" in ev:
                 lines.append(f"    {mode:<22}SSA-1 {ev[pre + 'SSA-1']:.3f}  SA-1 {ev[pre + 'SA-1']:.3f}  "
                              f"valid address {ev[pre + 'valid_address_rate']:.3f}  "
-                             f"({ev[pre + 'SSA-1'] / max(clip['SSA-1'], 1e-9):.2f}x AddressCLIP)")
+                             f"({ev[pre + 'SSA-1'] / max(ref, 1e-9):.2f}x AddressCLIP)")
+    if "conv_time_of_day_accuracy" in ev:
+        lines.append(f"    time of day right {ev['conv_time_of_day_accuracy']:.3f} (majority class "
+                     f"{ev['conv_time_of_day_majority_rate']:.3f}), weather {ev['conv_weather_accuracy']:.3f} "
+                     f"({ev['conv_weather_majority_rate']:.3f})"
+                     + (f"; general questions {ev['general_tuned_right_of_base_right']:.0f} of the base LM's "
+                        f"{ev['general_base_right']:.0f} right kept" if "general_retention" in ev else ""))
     chat = summary["stages"].get("chat", {}).get("metrics", {})
     for pre, mode in CHAT_MODES.items():
         for turn in chat.get(f"{pre}turns", []):
