@@ -73,3 +73,16 @@ def tiny_overrides(clip_dir: Path, data_dir: Path, out: Path) -> list[str]:
             "stage2.max_steps=2", "stage1.batch_size=4", "stage2.batch_size=4", "stage2.lora_r=4",
             "stage2.lora_alpha=8", "stage1.save_steps=1", "stage2.save_steps=1", "stage1.logging_steps=1",
             "stage2.logging_steps=1"]
+
+
+def label_spans(labels_row) -> list[list[int]]:
+    """Positions of the trained (non -100) labels of one row, as runs of consecutive indices."""
+    keep = (labels_row != -100).nonzero().flatten().tolist()
+    spans, cur = [], [keep[0]]
+    for i in keep[1:]:
+        if i == cur[-1] + 1:
+            cur.append(i)
+        else:
+            spans.append(cur)
+            cur = [i]
+    return spans + [cur]

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig
 
+from _fixtures_llava import label_spans
 from llava_address.llava import pretrained_lm
 from llava_address.llava.build import make_processor
 from llava_address.llava.chat_template import answer_prefix, llava_json_to_messages, template_for
@@ -29,18 +30,6 @@ def chatml_processor(smollm2_dir):
     vision = CLIPVisionConfig(image_size=32, patch_size=16, hidden_size=32, num_attention_heads=2)
     improc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return make_processor(tok, improc, vision, "full")
-
-
-def _spans(row):
-    keep = (row != IGNORE_INDEX).nonzero().flatten().tolist()
-    spans, cur = [], [keep[0]]
-    for i in keep[1:]:
-        if i == cur[-1] + 1:
-            cur.append(i)
-        else:
-            spans.append(cur)
-            cur = [i]
-    return spans + [cur]
 
 
 def test_format_follows_the_lm(smollm2_dir):
@@ -74,7 +63,7 @@ def test_chatml_labels_are_exactly_the_answers(chatml_processor):
     assert (ids[0] == image_id).sum() == 5  # (32/16)^2 patches + CLS ("full")
     for row, conv in ((0, CONV), (1, CONV[:2])):
         answers = [t["value"] for t in conv if t["from"] == "gpt"]
-        spans = _spans(labels[row])
+        spans = label_spans(labels[row])
         assert len(spans) == len(answers)
         for span, ans in zip(spans, answers):
             expect = tok(ans, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionConfig
 
-from _fixtures_llava import make_dataset
+from _fixtures_llava import label_spans, make_dataset
 from llava_address.llava.build import make_processor
 from llava_address.llava.chat_template import SYSTEM_PROMPT, llava_json_to_messages
 from llava_address.llava.data import IGNORE_INDEX, LlavaCollator, LlavaJsonDataset
@@ -53,15 +53,7 @@ def test_labels_are_exactly_the_answers(processor):
     assert ids[0, 0] == tok.bos_token_id and (ids[0] == tok.bos_token_id).sum() == 1
     # contiguous unmasked spans == " answer</s>" token ids, nothing else is learned
     for row, conv in zip(range(2), (CONV, short)):
-        keep = (labels[row] != IGNORE_INDEX).nonzero().flatten().tolist()
-        spans, cur = [], [keep[0]]
-        for i in keep[1:]:
-            if i == cur[-1] + 1:
-                cur.append(i)
-            else:
-                spans.append(cur)
-                cur = [i]
-        spans.append(cur)
+        spans = label_spans(labels[row])
         answers = [t["value"] for t in conv if t["from"] == "gpt"]
         assert len(spans) == len(answers)
         for span, ans in zip(spans, answers):

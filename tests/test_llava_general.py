@@ -63,11 +63,11 @@ def test_ensure_general_json_uses_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAVA_ADDRESS_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake(lm_dir, prompts, max_new_tokens):
+    def fake(lm_dir, prompts, max_new_tokens, desc):  # the uncached generation behind the cache
         calls.append(len(prompts))
-        return [(p, "An answer.") for p in prompts[:3]]
+        return ["An answer."] * 3 + ["ends mid"] * (len(prompts) - 3)
 
-    monkeypatch.setattr(G, "distill_answers", fake)
+    monkeypatch.setattr(G, "_generate_with_lm", fake)
     qa = tmp_path / "qa.json"
     qa.write_text(json.dumps([{"image": "images/t.jpg", "split": "train", "conversations": []},
                               {"image": "images/v.jpg", "split": "val", "conversations": []}]))

@@ -22,7 +22,6 @@ import numpy as np
 
 from data_gen.contract import read_manifest
 from data_gen.qa.scene import parse_time_answer, parse_weather_answer, scene_facts
-from llava_address.common.io import atomic_write_json, read_json
 
 __all__ = ["TIME_QUESTION", "WEATHER_QUESTION", "evaluate_conditions", "base_retention_answers",
            "evaluate_retention"]
@@ -68,26 +67,9 @@ def evaluate_conditions(assistant: Any, data_dir: str | Path, split: str = "test
 
 def base_retention_answers(lm_dir: str | Path, max_new_tokens: int = 48) -> list[str]:
     """The base LM's text-only answers to the retention set (cached per LM content)."""
-    from llava_address.common.fingerprint import dir_digest, json_digest
-    from llava_address.llava.general import RETENTION_SET, generate_text
-    from llava_address.llava.pretrained_lm import cache_root
+    from llava_address.llava.general import RETENTION_SET, base_lm_answers
 
-    key = json_digest({"lm": dir_digest(lm_dir), "set": RETENTION_SET, "max_new_tokens": max_new_tokens})
-    cached = cache_root() / "retention" / f"{key}.json"
-    try:
-        return list(read_json(cached))
-    except (FileNotFoundError, ValueError):
-        pass
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True, dtype=torch.float32).eval()
-    answers = generate_text(model, tok, [q for q, _ in RETENTION_SET], max_new_tokens, desc="base retention")
-    atomic_write_json(cached, answers)
-    return answers
+    return base_lm_answers(lm_dir, [q for q, _ in RETENTION_SET], max_new_tokens, desc="base retention")
 
 
 def evaluate_retention(assistant: Any, lm_dir: str | Path, image: str | Path, max_new_tokens: int = 48,

@@ -307,7 +307,7 @@ def seed_table(demo_outs: Sequence[str | Path]) -> str:
         br = [r["llava_eval"].get("general_base_right", np.nan) for r in runs]
         tr = [r["llava_eval"].get("general_tuned_right", np.nan) for r in runs]
         aps = [r["llava_eval"].get("conv_time_of_day_answers_per_s", np.nan) for r in runs]
-        lines.append(f"\ngeneral questions right, base -> tuned per seed: "
+        lines.append("\ngeneral questions right, base -> tuned per seed: "
                      + ", ".join(f"{b:.0f} -> {t:.0f}" for b, t in zip(br, tr))
                      + f" (of {runs[0]['llava_eval'].get('general_questions', float('nan')):.0f}); "
                      + "answers/s (time-of-day questions, batch 16): " + ", ".join(f"{a:.2f}" for a in aps))

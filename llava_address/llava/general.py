@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["ensure_general_json", "DISTILL_PROMPTS", "RETENTION_SET", "distill_answers", "build_general_json", "keyword_right",
+__all__ = ["ensure_general_json", "base_lm_answers", "DISTILL_PROMPTS", "RETENTION_SET", "distill_answers", "build_general_json", "keyword_right",
            "retention_report", "generate_text"]
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,42 @@ def generate_text(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_to
     return out
 
 
-def distill_answers(lm_dir: str | Path, prompts: Sequence[str] = DISTILL_PROMPTS,
-                    max_new_tokens: int = 64) -> list[tuple[str, str]]:
-    """(prompt, the base LM's own greedy answer) pairs; answers with no finished sentence are dropped."""
+def _generate_with_lm(lm_dir: str | Path, prompts: Sequence[str], max_new_tokens: int, desc: str) -> list[str]:
+    """Load the causal LM at ``lm_dir`` and answer ``prompts`` greedily (uncached)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True, dtype=torch.float32).eval()
-    answers = generate_text(model, tok, list(prompts), max_new_tokens, desc="self-distillation")
+    return generate_text(model, tok, list(prompts), max_new_tokens, desc=desc)
+
+
+def base_lm_answers(lm_dir: str | Path, prompts: Sequence[str], max_new_tokens: int = 64,
+                    desc: str = "base LM answers") -> list[str]:
+    """The base LM's text-only greedy answers to ``prompts``, cached by content (LM, prompts, length cap).
+
+    Why cached: they depend on nothing else, so every run and seed on a machine generates them once
+    (the 83 distillation prompts take ~70 s on 2 cores) under ``cache_root()/base_answers``.
+    """
+    from llava_address.common.fingerprint import dir_digest, json_digest
+    from llava_address.common.io import atomic_write_json, read_json
+    from llava_address.llava.pretrained_lm import cache_root
+
+    key = json_digest({"lm": dir_digest(lm_dir), "prompts": list(prompts), "max_new_tokens": max_new_tokens})
+    cached = cache_root() / "base_answers" / f"{key}.json"
+    try:
+        return [str(a) for a in read_json(cached)]
+    except (FileNotFoundError, ValueError):
+        answers = _generate_with_lm(lm_dir, prompts, max_new_tokens, desc)
+        atomic_write_json(cached, answers)
+        return answers
+
+
+def distill_answers(lm_dir: str | Path, prompts: Sequence[str] = DISTILL_PROMPTS,
+                    max_new_tokens: int = 64) -> list[tuple[str, str]]:
+    """(prompt, the base LM's own greedy answer) pairs; answers with no finished sentence are dropped."""
+    answers = base_lm_answers(lm_dir, prompts, max_new_tokens, desc="self-distillation")
     pairs = [(p, t) for p, a in zip(prompts, answers) if (t := _trim(a))]
     if len(pairs) < len(prompts):
         log.info("self-distillation: %d of %d answers kept (the others ended mid-sentence)", len(pairs), len(prompts))
@@ -169,22 +195,12 @@ def ensure_general_json(lm_dir: str | Path, qa_json: str | Path, out: str | Path
                         max_new_tokens: int = 64, seed: int = 0) -> Path:
     """Write the stage-2 general records to ``out`` (photos from ``qa_json``'s training records).
 
-    The base LM's answers depend only on the LM and the prompts: they are cached under the LM cache
-    (:func:`~llava_address.llava.pretrained_lm.cache_root`) by content, so every run and seed on a
-    machine generates them once (~1 min on 2 cores).
+    The base LM's answers come from :func:`base_lm_answers` (cached by content, generated once per machine).
     """
-    from llava_address.common.fingerprint import dir_digest, json_digest
-    from llava_address.common.io import atomic_write_json, read_json
+    from llava_address.common.io import atomic_write_json
     from llava_address.llava.data import read_llava_json
-    from llava_address.llava.pretrained_lm import cache_root
 
-    key = json_digest({"lm": dir_digest(lm_dir), "prompts": DISTILL_PROMPTS, "max_new_tokens": max_new_tokens})
-    cached = cache_root() / "distill" / f"{key}.json"
-    try:
-        pairs = [tuple(p) for p in read_json(cached)]
-    except (FileNotFoundError, ValueError):
-        pairs = distill_answers(lm_dir, DISTILL_PROMPTS, max_new_tokens)
-        atomic_write_json(cached, pairs)
+    pairs = distill_answers(lm_dir, DISTILL_PROMPTS, max_new_tokens)
     images = sorted({r["image"] for r in read_llava_json(qa_json)
                      if isinstance(r, dict) and isinstance(r.get("image"), str) and r.get("split", "train") == "train"})
     atomic_write_json(out, build_general_json(pairs, images, repeats, seed))
